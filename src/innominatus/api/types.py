@@ -1,0 +1,260 @@
+"""GraphQL object types. Built from rows; related objects load lazily with their own session."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import strawberry
+from sqlalchemy import select
+from strawberry.scalars import JSON
+
+from innominatus.db import models
+from innominatus.providers import Provider as ProviderModel
+from innominatus.states import ResourceState as ResourceStateEnum
+from innominatus.states import StepStatus as StepStatusEnum
+from innominatus.states import WorkflowStatus as WorkflowStatusEnum
+
+if TYPE_CHECKING:
+    from innominatus.api.context import Context
+
+ResourceState = strawberry.enum(ResourceStateEnum, name="ResourceState")
+WorkflowStatus = strawberry.enum(WorkflowStatusEnum, name="WorkflowStatus")
+StepStatus = strawberry.enum(StepStatusEnum, name="StepStatus")
+
+
+@strawberry.type
+class ProviderWorkflow:
+    name: str
+    operation: str
+    description: str
+    category: str
+    tags: list[str]
+
+
+@strawberry.type
+class Provider:
+    name: str
+    version: str
+    category: str
+    description: str
+    capabilities: list[str]
+    workflows: list[ProviderWorkflow]
+
+    @classmethod
+    def from_model(cls, p: ProviderModel) -> Provider:
+        return cls(
+            name=p.name,
+            version=p.version,
+            category=p.category,
+            description=p.description,
+            capabilities=p.capabilities,
+            workflows=[
+                ProviderWorkflow(
+                    name=w.name,
+                    operation=w.operation,
+                    description=w.description,
+                    category=w.category,
+                    tags=list(w.tags),
+                )
+                for w in p.workflows.values()
+            ],
+        )
+
+
+@strawberry.type
+class Transition:
+    from_state: ResourceState | None
+    to_state: ResourceState
+    reason: str | None
+    at: datetime
+
+
+@strawberry.type
+class WorkflowStep:
+    name: str
+    type: str
+    status: StepStatus
+    attempts: int
+    logs: str
+    outputs: JSON
+    error_message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: models.WorkflowStep) -> WorkflowStep:
+        return cls(
+            name=row.name,
+            type=row.type,
+            status=StepStatusEnum(row.status),
+            attempts=row.attempts,
+            logs=row.logs,
+            outputs=row.outputs,
+            error_message=row.error_message,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+@strawberry.type
+class WorkflowExecution:
+    id: strawberry.ID
+    workflow_name: str
+    operation: str
+    provider: str
+    status: WorkflowStatus
+    error_message: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    resource_id: strawberry.Private[str]
+    application_name: str
+
+    @classmethod
+    def from_row(cls, row: models.WorkflowExecution) -> WorkflowExecution:
+        return cls(
+            id=strawberry.ID(row.id),
+            workflow_name=row.workflow_name,
+            operation=row.operation,
+            provider=row.provider,
+            status=WorkflowStatusEnum(row.status),
+            error_message=row.error_message,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            resource_id=row.resource_id,
+            application_name=row.application_name,
+        )
+
+    @strawberry.field
+    async def resource(self, info: strawberry.Info[Context, None]) -> Resource:
+        async with info.context.store.session() as session:
+            row = await session.get(models.Resource, self.resource_id)
+        assert row is not None  # executions are deleted with their resource
+        return Resource.from_row(row)
+
+    @strawberry.field
+    async def steps(self, info: strawberry.Info[Context, None]) -> list[WorkflowStep]:
+        async with info.context.store.session() as session:
+            rows = await session.scalars(
+                select(models.WorkflowStep)
+                .where(models.WorkflowStep.execution_id == self.id)
+                .order_by(models.WorkflowStep.position)
+            )
+            return [WorkflowStep.from_row(r) for r in rows]
+
+
+@strawberry.type
+class Resource:
+    id: strawberry.ID
+    application: str
+    name: str
+    type: str
+    resource_class: str | None = strawberry.field(name="class")
+    state: ResourceState
+    properties: JSON
+    provider: str | None
+    outputs: JSON
+    error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    workflow_execution_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_row(cls, row: models.Resource) -> Resource:
+        return cls(
+            id=strawberry.ID(row.id),
+            application=row.application_name,
+            name=row.name,
+            type=row.type,
+            resource_class=row.resource_class,
+            state=ResourceStateEnum(row.state),
+            properties=row.properties,
+            provider=row.provider,
+            outputs=row.outputs,
+            error_message=row.error_message,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            workflow_execution_id=row.workflow_execution_id,
+        )
+
+    @strawberry.field
+    async def workflow_execution(self, info: strawberry.Info[Context, None]) -> WorkflowExecution | None:
+        if self.workflow_execution_id is None:
+            return None
+        async with info.context.store.session() as session:
+            row = await session.get(models.WorkflowExecution, self.workflow_execution_id)
+        return WorkflowExecution.from_row(row) if row is not None else None
+
+    @strawberry.field
+    async def transitions(self, info: strawberry.Info[Context, None]) -> list[Transition]:
+        async with info.context.store.session() as session:
+            rows = await session.scalars(
+                select(models.ResourceTransition)
+                .where(models.ResourceTransition.resource_id == self.id)
+                .order_by(models.ResourceTransition.id)
+            )
+            return [
+                Transition(
+                    from_state=ResourceStateEnum(r.from_state) if r.from_state else None,
+                    to_state=ResourceStateEnum(r.to_state),
+                    reason=r.reason,
+                    at=r.at,
+                )
+                for r in rows
+            ]
+
+
+@strawberry.type
+class Application:
+    name: str
+    revision: int
+    spec: JSON
+    created_at: datetime
+    updated_at: datetime
+    id: strawberry.Private[str]
+
+    @classmethod
+    def from_row(cls, row: models.Application) -> Application:
+        return cls(
+            name=row.name,
+            revision=row.revision,
+            spec=row.spec,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            id=row.id,
+        )
+
+    @strawberry.field
+    async def resources(self, info: strawberry.Info[Context, None]) -> list[Resource]:
+        async with info.context.store.session() as session:
+            rows = await session.scalars(
+                select(models.Resource)
+                .where(models.Resource.application_id == self.id)
+                .order_by(models.Resource.created_at, models.Resource.name)
+            )
+            return [Resource.from_row(r) for r in rows]
+
+
+@strawberry.type
+class ResourceStateEvent:
+    sequence: int
+    resource_id: strawberry.ID
+    application: str
+    from_state: ResourceState | None
+    to_state: ResourceState
+    reason: str | None
+    at: datetime
+
+    @strawberry.field(description="The resource as it is now (not as it was at this event).")
+    async def resource(self, info: strawberry.Info[Context, None]) -> Resource:
+        async with info.context.store.session() as session:
+            row = await session.get(models.Resource, str(self.resource_id))
+        assert row is not None
+        return Resource.from_row(row)
+
+
+@strawberry.type
+class SubmitSpecPayload:
+    application: Application
+    resources: list[Resource]
+    changed: bool = strawberry.field(description="False when the spec equals the current revision.")

@@ -1,0 +1,60 @@
+"""Settings: flags win over INNOMINATUS_* environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///innominatus.db"
+DEFAULT_CONFIG = "admin-config.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    providers_dir: Path = Path("providers")
+    config_file: Path | None = None  # None: ./admin-config.yaml when it exists
+    database_url: str = DEFAULT_DATABASE_URL
+    concurrency: int = 16
+    sweep_interval: float = 30.0
+    lease_seconds: float = 15.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        settings = cls()
+        mapping: dict[str, tuple[str, Any]] = {
+            "INNOMINATUS_HOST": ("host", str),
+            "INNOMINATUS_PORT": ("port", int),
+            "INNOMINATUS_PROVIDERS_DIR": ("providers_dir", Path),
+            "INNOMINATUS_CONFIG": ("config_file", Path),
+            "INNOMINATUS_DATABASE_URL": ("database_url", str),
+            "INNOMINATUS_CONCURRENCY": ("concurrency", int),
+            "INNOMINATUS_SWEEP_INTERVAL": ("sweep_interval", float),
+            "INNOMINATUS_LEASE_SECONDS": ("lease_seconds", float),
+        }
+        values: dict[str, Any] = {}
+        for var, (name, convert) in mapping.items():
+            raw = env.get(var)
+            if raw:
+                try:
+                    values[name] = convert(raw)
+                except ValueError:
+                    raise ValueError(f"{var}: invalid value {raw!r}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = replace(settings, **values)
+        if not 1 <= settings.port <= 65535:
+            raise ValueError(f"port: must be between 1 and 65535, got {settings.port}")
+        if settings.concurrency < 1:
+            raise ValueError(f"INNOMINATUS_CONCURRENCY: must be at least 1, got {settings.concurrency}")
+        return settings
+
+    def resolved_config_file(self) -> Path | None:
+        if self.config_file is not None:
+            return self.config_file
+        default = Path(DEFAULT_CONFIG)
+        return default if default.is_file() else None

@@ -1,0 +1,324 @@
+"""The `policy` step type: runs a rendered bash script in a throwaway directory.
+
+The script runs from a file (not ``bash -c``) in a fresh working directory, in its own session so that
+everything it starts can be killed as one process group: on timeout, on cancellation, and when the
+script has finished (background processes do not outlive their step).
+
+Outputs: the last complete JSON object printed on stdout, merged with ``key=value`` lines written to
+the file named by ``$INNOMINATUS_OUTPUT`` (the file wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LOG_LIMIT", "StepResult", "run_policy"]
+
+log = logging.getLogger(__name__)
+
+LOG_LIMIT = 1024 * 1024  # bytes of logs kept (the tail)
+_STDOUT_LIMIT = 1024 * 1024  # bytes of stdout kept for finding the JSON outputs
+_STDERR_TAIL_LINES = 10
+_STDERR_TAIL_CHARS = 1000
+_KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+_DRAIN_GRACE = 1.0  # seconds to wait for pipes after bash exits before killing what holds them
+_MAX_LINE = 256 * 1024  # a "line" longer than this is cut into pieces
+
+LogLine = Callable[[str, str], Awaitable[None] | None]
+
+
+@dataclass
+class StepResult:
+    succeeded: bool
+    logs: str  # stdout+stderr interleaved in arrival order, as text
+    outputs: dict[str, Any]
+    error: str | None  # e.g. "exit code 3: <stderr tail>" / "timed out after 2s: <stderr tail>"
+
+
+class _Logs:
+    """Both streams, line by line, in arrival order; keeps the last LOG_LIMIT bytes."""
+
+    def __init__(self, on_log_line: LogLine | None) -> None:
+        self._lines: deque[str] = deque()
+        self._size = 0
+        self._dropped = 0
+        self._stdout: deque[str] = deque()
+        self._stdout_size = 0
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+        self._on_log_line = on_log_line
+
+    async def add(self, stream: str, line: str) -> None:
+        text = line + "\n"
+        self._lines.append(text)
+        self._size += len(text)
+        while self._size > LOG_LIMIT and len(self._lines) > 1:
+            dropped = self._lines.popleft()
+            self._size -= len(dropped)
+            self._dropped += len(dropped)
+        if stream == "stdout":
+            self._stdout.append(text)
+            self._stdout_size += len(text)
+            while self._stdout_size > _STDOUT_LIMIT and len(self._stdout) > 1:
+                self._stdout_size -= len(self._stdout.popleft())
+        else:
+            self.stderr_tail.append(line)
+        if self._on_log_line is not None:
+            try:
+                result = self._on_log_line(stream, line)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # a broken log sink must not stall the pipes (and so the script)
+                log.exception("on_log_line callback failed")
+
+    @property
+    def text(self) -> str:
+        body = "".join(self._lines)
+        if self._dropped:
+            return f"[... {self._dropped} characters of earlier output truncated ...]\n{body}"
+        return body
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._stdout)
+
+    def stderr_summary(self) -> str:
+        tail = "\n".join(self.stderr_tail).strip()
+        return tail[-_STDERR_TAIL_CHARS:]
+
+
+async def _pump(reader: asyncio.StreamReader | None, stream: str, logs: _Logs) -> None:
+    if reader is None:
+        return
+    pending = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        while len(pending) > _MAX_LINE:
+            lines.append(pending[:_MAX_LINE])
+            pending = pending[_MAX_LINE:]
+        for raw in lines:
+            await logs.add(stream, raw.decode("utf-8", errors="replace").removesuffix("\r"))
+    if pending:
+        await logs.add(stream, pending.decode("utf-8", errors="replace").removesuffix("\r"))
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group (zombies wait for a reaper, not for us)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # fields after the ")" closing the command name: state ppid pgrp ...
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+async def _kill_group(pgid: int) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after the grace period."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        deadline = time.monotonic() + _KILL_GRACE
+        # polling: nothing signals us when unrelated group members die
+        while time.monotonic() < deadline and _group_alive(pgid):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    finally:
+        # also reached when cancelled while waiting: never leave the group running
+        with contextlib.suppress(ProcessLookupError):
+            if _group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process) -> None:
+    """Wait until bash exits, even while a background child still holds its pipes open.
+
+    (On Python 3.11 ``Process.wait()`` only returns once every pipe is closed too.)
+    """
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        while proc.returncode is None and not waiter.done():
+            await asyncio.wait({waiter}, timeout=0.05)
+    finally:
+        waiter.cancel()
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _last_json_object(text: str) -> dict[str, Any] | None:
+    """The last top-level JSON object in text; objects may span lines and sit among other output."""
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] | None = None
+    pos = text.find("{")
+    while pos >= 0:
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except ValueError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(value, dict):
+            found = value
+        pos = text.find("{", end)  # skip objects nested inside this one
+    return found
+
+
+class _OutputFileError(Exception):
+    pass
+
+
+def _read_output_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    values: dict[str, str] = {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _OutputFileError(f"$INNOMINATUS_OUTPUT line {number} is not key=value: {line[:200]!r}")
+        values[key] = value.strip()
+    return values
+
+
+def _find_bash() -> str | None:
+    if os.access("/bin/bash", os.X_OK):
+        return "/bin/bash"
+    return shutil.which("bash")
+
+
+async def run_policy(
+    script: str,
+    *,
+    timeout: float = 300,  # noqa: ASYNC109 - the step's own limit, part of the step contract
+    env: Mapping[str, str] | None = None,
+    on_log_line: LogLine | None = None,
+) -> StepResult:
+    """Run script with bash; see the module docstring for the contract."""
+    bash = _find_bash()
+    if bash is None:
+        return StepResult(False, "", {}, "bash not found (looked for /bin/bash and bash on PATH)")
+    base = Path(tempfile.mkdtemp(prefix="innominatus-policy-"))
+    try:
+        # base holds our files; the script gets an empty directory of its own as cwd and TMPDIR
+        workdir = base / "work"
+        workdir.mkdir()
+        script_path = base / "script.sh"
+        script_path.write_text(script, encoding="utf-8")
+        output_path = base / "outputs.env"
+        child_env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(workdir)),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": str(workdir),
+        }
+        child_env.update(env or {})
+        child_env["INNOMINATUS_OUTPUT"] = str(output_path)
+        return await _run(bash, script_path, workdir, child_env, output_path, timeout, on_log_line)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _run(
+    bash: str,
+    script_path: Path,
+    workdir: Path,
+    child_env: dict[str, str],
+    output_path: Path,
+    limit: float,
+    on_log_line: LogLine | None,
+) -> StepResult:
+    logs = _Logs(on_log_line)
+    proc = await asyncio.create_subprocess_exec(
+        bash,
+        str(script_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=workdir,
+        env=child_env,
+        start_new_session=True,
+    )
+    pgid = proc.pid  # session leader: its pid is the group id
+    pumps = asyncio.gather(_pump(proc.stdout, "stdout", logs), _pump(proc.stderr, "stderr", logs))
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(limit):
+                await _wait_exit(proc)
+                # a background child may still hold the pipes: give it a moment, then it is killed below
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
+        except TimeoutError:
+            timed_out = True
+    finally:
+        await _kill_group(pgid)
+        if proc.returncode is None:
+            await proc.wait()
+        try:
+            # after the kill the pipes close; don't hang on a process that escaped the group
+            await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
+        except TimeoutError:
+            pass
+        finally:
+            if not pumps.done():
+                pumps.cancel()
+
+    stderr_tail = logs.stderr_summary()
+    suffix = f": {stderr_tail}" if stderr_tail else ""
+    if timed_out:
+        return StepResult(False, logs.text, {}, f"timed out after {_format_seconds(limit)}{suffix}")
+    code = proc.returncode
+    if code != 0:
+        assert code is not None
+        if code < 0:
+            try:
+                reason = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                reason = f"killed by signal {-code}"
+        else:
+            reason = f"exit code {code}"
+        return StepResult(False, logs.text, {}, reason + suffix)
+    outputs: dict[str, Any] = dict(_last_json_object(logs.stdout) or {})
+    try:
+        outputs.update(_read_output_file(output_path))
+    except _OutputFileError as exc:
+        return StepResult(False, logs.text, outputs, str(exc))
+    return StepResult(True, logs.text, outputs, None)

@@ -1,0 +1,114 @@
+"""Runs one workflow definition: binds parameters, runs steps in order, renders the outputs.
+
+It knows nothing of the database; the engine persists what the hooks report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from innominatus.workflows.definition import Parameter, Step, WorkflowDefinition
+from innominatus.workflows.policy import StepResult
+from innominatus.workflows.steps import STEP_TYPES
+from innominatus.workflows.templates import RenderError
+
+
+class ParameterError(ValueError):
+    pass
+
+
+_TYPE_CHECKS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def _type_ok(param: Parameter, value: Any) -> bool:
+    if isinstance(value, bool) and param.type != "boolean":
+        return False
+    return isinstance(value, _TYPE_CHECKS[param.type])
+
+
+def bind_parameters(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every input stays visible; declared parameters get their defaults, required and type checks."""
+    bound = dict(inputs)
+    for param in definition.parameters:
+        value = bound.get(param.name)
+        if value is None:
+            if param.has_default:
+                bound[param.name] = param.default
+                continue
+            if param.required:
+                raise ParameterError(f"parameter '{param.name}' is required by workflow '{definition.name}'")
+            continue
+        if not _type_ok(param, value):
+            raise ParameterError(
+                f"parameter '{param.name}' must be of type {param.type}, got {type(value).__name__} {value!r}"
+            )
+    return bound
+
+
+@dataclass
+class RunContext:
+    parameters: dict[str, Any]
+    app: dict[str, Any]
+    resource: dict[str, Any]
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def template_context(self) -> dict[str, Any]:
+        return {
+            "parameters": self.parameters,
+            "app": self.app,
+            "resource": self.resource,
+            "steps": self.steps,
+        }
+
+
+class StepHooks(Protocol):
+    async def step_started(self, index: int, step: Step) -> None: ...
+    async def step_finished(self, index: int, step: Step, result: StepResult) -> None: ...
+    async def log_line(self, index: int, stream: str, line: str) -> None: ...
+
+
+@dataclass
+class RunOutcome:
+    succeeded: bool
+    failed_step: str | None = None
+    error: str | None = None
+
+
+async def run_steps(
+    definition: WorkflowDefinition, ctx: RunContext, hooks: StepHooks, start_at: int = 0
+) -> RunOutcome:
+    for index, step in enumerate(definition.steps):
+        if index < start_at:
+            continue
+        await hooks.step_started(index, step)
+        result = await _run_step(index, step, ctx, hooks)
+        await hooks.step_finished(index, step, result)
+        if not result.succeeded:
+            return RunOutcome(False, step.name, f"step '{step.name}' failed: {result.error}")
+        ctx.steps[step.name] = {"outputs": result.outputs}
+    return RunOutcome(True)
+
+
+async def _run_step(index: int, step: Step, ctx: RunContext, hooks: StepHooks) -> StepResult:
+    async def on_line(stream: str, line: str) -> None:
+        await hooks.log_line(index, stream, line)
+
+    try:
+        return await STEP_TYPES[step.type].run(step, ctx.template_context(), on_line)
+    except RenderError as exc:
+        return StepResult(succeeded=False, logs="", outputs={}, error=str(exc))
+
+
+def render_outputs(definition: WorkflowDefinition, ctx: RunContext) -> dict[str, str]:
+    """Workflow outputs, rendered after the last step; always strings."""
+    context = ctx.template_context()
+    return {out.name: out.template.render(context) for out in definition.outputs}
