@@ -10,7 +10,13 @@ from typing import Any
 
 from innominatus.states import Operation
 from innominatus.strict_yaml import YamlError, load_yaml
-from innominatus.workflows.definition import DefinitionError, WorkflowDefinition, _Fields, load_workflow
+from innominatus.workflows.definition import (
+    DefinitionError,
+    WorkflowDefinition,
+    _Fields,
+    _kind,
+    load_workflow,
+)
 from innominatus.workflows.steps import STEP_TYPES
 
 log = logging.getLogger(__name__)
@@ -84,8 +90,9 @@ class Catalog:
         owner = self._types.get(rtype)
         if owner is not None and owner[0].name != provider.name:
             raise CatalogError(
-                f"{provider.path / 'provider.yaml'}: capabilities: resource type '{rtype}' is already "
-                f"claimed by provider '{owner[0].name}' ({owner[0].path / 'provider.yaml'})"
+                f"{provider.path / 'provider.yaml'}.capabilities: provider '{provider.name}' claims resource "
+                f"type '{rtype}', which is already claimed by provider '{owner[0].name}' "
+                f"({owner[0].path / 'provider.yaml'})"
             )
         self._types[rtype] = (provider, canonical)
 
@@ -211,9 +218,9 @@ def load_provider(directory: Path) -> Provider:
         raise CatalogError(f"{display}: not found") from None
     except YamlError as exc:
         raise CatalogError(str(exc)) from None
-    top = _Fields(
-        doc, display, {"apiVersion", "kind", "metadata", "capabilities", "workflows", "compatibility"}
-    )
+    # `compatibility` (upstream's core-version range) is not checked here: it is an unknown key, warned about.
+    top = _Fields(doc, display, {"apiVersion", "kind", "metadata", "capabilities", "workflows"})
+    top.get("apiVersion", str)
     kind = top.get("kind", str)
     if kind is not None and kind != "Provider":
         raise CatalogError(f"{display}.kind: must be 'Provider', got {kind!r}")
@@ -246,6 +253,8 @@ def load_provider(directory: Path) -> Provider:
         path = (directory / file).resolve()
         if not path.is_relative_to(directory.resolve()):
             raise CatalogError(f"{where}.file: {file!r} points outside the provider directory")
+        if not path.is_file():
+            raise CatalogError(f"{where}.file: workflow file not found: {directory / file}")
         definition = load_workflow(path, display=f"{directory / file}", step_types=STEP_TYPES)
         workflows[wname] = WorkflowRef(
             name=wname,
@@ -277,6 +286,7 @@ def _capabilities(
     caps = _Fields(raw, where, {"resourceTypes", "resourceTypeCapabilities"})
     operations: dict[str, dict[str, OperationSpec]] = {}
     aliases: dict[str, str] = {}
+    alias_fields: dict[str, str] = {}
 
     def check_workflow(name: str, operation: str, at: str) -> None:
         ref = workflows.get(name)
@@ -296,7 +306,13 @@ def _capabilities(
             raise CatalogError(f"{at}.type: '{rtype}' is listed twice")
         alias_for = f.get("aliasFor", str)
         if alias_for is not None:
+            if f.get("operations", dict) is not None:
+                raise CatalogError(
+                    f"{at}: give either 'aliasFor' or 'operations', not both (an alias uses the "
+                    f"operations of '{alias_for}')"
+                )
             aliases[rtype] = alias_for
+            alias_fields[rtype] = f"{at}.aliasFor"
             continue
         ops: dict[str, OperationSpec] = {}
         for op, spec_raw in (f.get("operations", dict, required=True) or {}).items():
@@ -330,20 +346,25 @@ def _capabilities(
             raise CatalogError(f"{at}.operations.create: is required")
         operations[rtype] = ops
 
-    for alias, target in aliases.items():
-        if target not in operations:
-            raise CatalogError(f"{where}: '{alias}' is an alias for '{target}', which has no operations here")
-
     legacy = caps.get("resourceTypes", list, default=[])
     for i, rtype in enumerate(legacy):
         at = f"{where}.resourceTypes[{i}]"
         if not isinstance(rtype, str):
-            raise CatalogError(f"{at}: must be a string")
+            raise CatalogError(f"{at}: must be a string, got {_kind(rtype)}")
         if rtype in operations or rtype in aliases:
             continue  # the operation-based entry for the same type wins
         operations[rtype] = {
             Operation.CREATE.value: OperationSpec(workflow=_legacy_create(rtype, workflows, at))
         }
+
+    # Checked after the legacy list, so an alias may point at a type listed there.
+    for alias, target in aliases.items():
+        if target not in operations:
+            served = ", ".join(operations) or "none"
+            raise CatalogError(
+                f"{alias_fields[alias]}: '{alias}' is an alias for '{target}', which is not a resource type "
+                f"this provider serves with operations (types: {served})"
+            )
     return operations, aliases
 
 

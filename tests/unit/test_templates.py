@@ -29,7 +29,7 @@ UPSTREAM_MANIFEST = """spec:
   numberOfInstances: {{ .parameters.replicas }}
   volume:
     size: {{ if eq .parameters.size "small" }}5Gi{{ else if eq .parameters.size "medium" }}20Gi{{ else }}100Gi{{ end }}
-"""  # noqa: E501 - verbatim upstream text
+"""
 
 UPSTREAM_SCRIPT = """#!/bin/bash
 set -e

@@ -139,7 +139,7 @@ def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> Wo
         doc = load_yaml(text, display)
     except YamlError as exc:
         raise DefinitionError(str(exc)) from None
-    top = _Fields(doc, display, {"apiVersion", "kind", "metadata", "parameters", "steps", "outputs", "spec"})
+    top = _Fields(doc, display, {"apiVersion", "kind", "metadata", "parameters", "steps", "outputs"})
     kind = top.get("kind", str)
     if kind is not None and kind != "Workflow":
         raise DefinitionError(f"{display}.kind: must be 'Workflow', got {kind!r}")
@@ -204,33 +204,44 @@ def _parameter(raw: Any, where: str) -> Parameter:
     ptype = f.get("type", str, default="string")
     if ptype not in PARAMETER_TYPES:
         raise DefinitionError(f"{where}.type: must be one of {', '.join(PARAMETER_TYPES)}, got {ptype!r}")
+    name = f.get("name", str, required=True)
+    default = raw.get("default")
+    if default is not None and not value_has_type(ptype, default):
+        raise DefinitionError(
+            f"{where}.default: parameter '{name}' is of type {ptype}, but its default is {_kind(default)} "
+            f"{default!r}"
+        )
     return Parameter(
-        name=f.get("name", str, required=True),
+        name=name,
         type=ptype,
         required=f.get("required", bool, default=False),
-        default=raw.get("default"),
-        has_default="default" in raw and raw["default"] is not None,
+        default=default,
+        has_default=default is not None,
         description=f.get("description", str, default=""),
     )
 
 
+_PARAMETER_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def value_has_type(ptype: str, value: Any) -> bool:
+    """Whether `value` is of parameter type `ptype` (a boolean is not a number; strings are not coerced)."""
+    if isinstance(value, bool) and ptype != "boolean":
+        return False
+    return isinstance(value, _PARAMETER_PYTHON_TYPES[ptype])
+
+
 def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str]) -> Step:
-    f = _Fields(
-        raw,
-        where,
-        {
-            "name",
-            "type",
-            "config",
-            "timeout",
-            "description",
-            "retries",
-            "retryDelay",
-            "idempotent",
-            "when",
-            "env",
-        },
-    )
+    # Keys other versions know (`retries`, `when`, `env`...) are not implemented here: they are warned
+    # about as unknown keys rather than silently accepted.
+    f = _Fields(raw, where, {"name", "type", "config", "timeout", "description"})
     name = f.get("name", str, required=True)
     stype = f.get("type", str, required=True)
     if stype not in step_types:

@@ -5,11 +5,12 @@ It knows nothing of the database; the engine persists what the hooks report.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from innominatus.workflows.definition import Parameter, Step, WorkflowDefinition
+from innominatus.workflows.definition import Step, WorkflowDefinition, value_has_type
 from innominatus.workflows.policy import StepResult
 from innominatus.workflows.steps import STEP_TYPES
 from innominatus.workflows.templates import RenderError
@@ -19,22 +20,6 @@ class ParameterError(ValueError):
     pass
 
 
-_TYPE_CHECKS: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "array": (list,),
-    "object": (dict,),
-}
-
-
-def _type_ok(param: Parameter, value: Any) -> bool:
-    if isinstance(value, bool) and param.type != "boolean":
-        return False
-    return isinstance(value, _TYPE_CHECKS[param.type])
-
-
 def bind_parameters(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Every input stays visible; declared parameters get their defaults, required and type checks."""
     bound = dict(inputs)
@@ -42,12 +27,12 @@ def bind_parameters(definition: WorkflowDefinition, inputs: Mapping[str, Any]) -
         value = bound.get(param.name)
         if value is None:
             if param.has_default:
-                bound[param.name] = param.default
+                bound[param.name] = copy.deepcopy(param.default)  # runs never share a default
                 continue
             if param.required:
                 raise ParameterError(f"parameter '{param.name}' is required by workflow '{definition.name}'")
             continue
-        if not _type_ok(param, value):
+        if not value_has_type(param.type, value):
             raise ParameterError(
                 f"parameter '{param.name}' must be of type {param.type}, got {type(value).__name__} {value!r}"
             )
