@@ -136,6 +136,21 @@ async def test_acceptance_story(server: Server) -> None:
     ]
     assert "Creating mock PostgreSQL database demo_db" in run["steps"][0]["logs"]
 
+    detail = gql(
+        "query($id: ID!) { resource(id: $id) { application provider transitions { fromState toState reason at } "
+        "workflowExecution { id workflowName provider resource { id } } } }"
+    )
+    async with http_client(server) as session:
+        one = (await session.execute(GraphQLRequest(detail, variable_values={"id": resource["id"]})))["resource"]
+    assert (one["application"], one["provider"]) == (app, "database-team")
+    assert [(t["fromState"], t["toState"]) for t in one["transitions"]] == [
+        (None, "REQUESTED"),
+        ("REQUESTED", "PROVISIONING"),
+        ("PROVISIONING", "ACTIVE"),
+    ]
+    assert one["workflowExecution"]["id"] == run["id"]
+    assert one["workflowExecution"]["resource"]["id"] == resource["id"]
+
     # A client that reconnects with afterSequence gets the stored history first.
     replayed: list[dict[str, Any]] = []
     async with ws_client(server) as ws:
@@ -256,3 +271,53 @@ def test_broken_provider_stops_the_server(tmp_path: Path) -> None:
         pass
     assert "missing.yaml" in str(err.value)
     assert "workflow file not found" in str(err.value)
+
+
+BAD_SPECS = {
+    "malformed YAML": ("apiVersion: score.dev/v1b1\nmetadata: {name: x\n", "", "malformed YAML"),
+    "not a mapping": ("- just\n- a list\n", "", "must be a mapping"),
+    "duplicate keys": (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: dup-app\ncontainers:\n  main:\n    image: a\n"
+        "resources:\n  db:\n    type: postgres-mock\n  db:\n    type: postgres-mock\n",
+        "resources.db",
+        "duplicate key 'db'",
+    ),
+    "wrong apiVersion": (
+        "apiVersion: score.sh/v1b1\nmetadata:\n  name: old-app\ncontainers:\n  main:\n    image: a\n",
+        "apiVersion",
+        "score.dev/v1b1",
+    ),
+    "missing metadata.name": (
+        "apiVersion: score.dev/v1b1\nmetadata: {}\ncontainers:\n  main:\n    image: a\n",
+        "metadata.name",
+        "is required",
+    ),
+    "missing containers": ("apiVersion: score.dev/v1b1\nmetadata:\n  name: no-containers\n", "containers", "is required"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+async def test_bad_specs_are_refused_with_problems(server: Server, case: str) -> None:
+    text, path, fragment = BAD_SPECS[case]
+    async with http_client(server) as session:
+        before = (await session.execute(gql("{ applications { name revision } }")))["applications"]
+        with pytest.raises(TransportQueryError) as err:
+            await session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": text}))
+        after = (await session.execute(gql("{ applications { name revision } }")))["applications"]
+    [error] = err.value.errors
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    problems = error["extensions"]["problems"]
+    assert any(p["path"] == path and fragment in p["message"] for p in problems), problems
+    assert before == after
+
+
+async def test_twenty_concurrent_submissions_make_one_resource(server: Server) -> None:
+    spec = SPEC.replace("demo-app-mock", "race-app")
+    async with http_client(server) as session:
+        results = await asyncio.gather(
+            *(session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": spec})) for _ in range(20))
+        )
+        rows = (await session.execute(GraphQLRequest(RESOURCES, variable_values={"app": "race-app"})))["resources"]
+    assert {r["submitSpec"]["application"]["revision"] for r in results} == {1}
+    assert len(rows) == 1
+    assert len({r["submitSpec"]["resources"][0]["id"] for r in results}) == 1

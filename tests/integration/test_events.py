@@ -1,0 +1,106 @@
+"""Durable events and live fan-out: replay, live streaming, filters, and a slow subscriber catching up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from innominatus import events, lifecycle
+from innominatus.db import models
+from innominatus.events import EventFilter, StateEvent, stream
+from innominatus.states import ResourceState
+from innominatus.store import Store
+
+
+async def make_resource(store: Store, app: str, name: str = "db") -> str:
+    async with store.transaction() as session:
+        application = models.Application(name=app, revision=1, spec={})
+        session.add(application)
+        await session.flush()
+        resource = models.Resource(
+            application_id=application.id, application_name=app, name=name, type="t", properties={}, outputs={}
+        )
+        await lifecycle.create(session, resource)
+        return resource.id
+
+
+async def move(store: Store, resource_id: str, to: ResourceState) -> None:
+    async with store.transaction() as session:
+        resource = await session.get(models.Resource, resource_id)
+        assert resource is not None
+        await lifecycle.transition(session, resource, to, "test")
+
+
+async def take(agen: object, n: int) -> list[StateEvent]:
+    out: list[StateEvent] = []
+    async with asyncio.timeout(10):
+        async for event in agen:  # type: ignore[attr-defined]
+            out.append(event)
+            if len(out) == n:
+                break
+    return out
+
+
+async def test_sequences_start_at_one_and_grow(store: Store) -> None:
+    rid = await make_resource(store, "app-a")
+    await move(store, rid, ResourceState.PROVISIONING)
+    await move(store, rid, ResourceState.ACTIVE)
+    stored = await events.load_events(store, EventFilter(), 0)
+    assert [e.sequence for e in stored] == [1, 2, 3]
+    assert [(e.from_state, e.to_state) for e in stored] == [
+        (None, "REQUESTED"),
+        ("REQUESTED", "PROVISIONING"),
+        ("PROVISIONING", "ACTIVE"),
+    ]
+
+
+async def test_replay_then_live_without_gaps_or_duplicates(store: Store) -> None:
+    rid = await make_resource(store, "app-a")
+    await move(store, rid, ResourceState.PROVISIONING)
+    agen = stream(store, EventFilter(application="app-a"), after_sequence=1)
+    first = await take(agen, 1)
+    assert [e.to_state for e in first] == ["PROVISIONING"]
+    await move(store, rid, ResourceState.ACTIVE)
+    live = await take(agen, 1)
+    assert [e.to_state for e in live] == ["ACTIVE"]
+    await agen.aclose()
+
+
+async def test_filters_by_application_and_resource(store: Store) -> None:
+    a = await make_resource(store, "app-a")
+    b = await make_resource(store, "app-b")
+    by_app = stream(store, EventFilter(application="app-b"), after_sequence=0)
+    by_id = stream(store, EventFilter(resource_id=a), after_sequence=0)
+    assert [e.resource_id for e in await take(by_app, 1)] == [b]
+    assert [e.resource_id for e in await take(by_id, 1)] == [a]
+    await move(store, b, ResourceState.PROVISIONING)
+    await move(store, a, ResourceState.PROVISIONING)
+    assert [(e.resource_id, e.to_state) for e in await take(by_app, 1)] == [(b, "PROVISIONING")]
+    assert [(e.resource_id, e.to_state) for e in await take(by_id, 1)] == [(a, "PROVISIONING")]
+    await by_app.aclose()
+    await by_id.aclose()
+
+
+async def test_live_only_without_after_sequence(store: Store) -> None:
+    rid = await make_resource(store, "app-a")
+    agen = stream(store, EventFilter(application="app-a"))
+    pending = asyncio.ensure_future(take(agen, 1))
+    await asyncio.sleep(0.05)
+    await move(store, rid, ResourceState.PROVISIONING)
+    assert [e.to_state for e in await pending] == ["PROVISIONING"]
+    await agen.aclose()
+
+
+async def test_slow_subscriber_catches_up_from_the_table(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "QUEUE_SIZE", 3)
+    rid = await make_resource(store, "app-a")
+    agen = stream(store, EventFilter(application="app-a"), after_sequence=0)
+    assert [e.sequence for e in await take(agen, 1)] == [1]
+    # Ten transitions while the subscriber is not reading: its queue of 3 overflows.
+    for to in [ResourceState.PROVISIONING, ResourceState.FAILED] * 5:
+        await move(store, rid, to)
+    got = await take(agen, 10)
+    assert [e.sequence for e in got] == list(range(2, 12))
+    await agen.aclose()
+    assert store.hub.subscriber_count == 0
