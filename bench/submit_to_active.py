@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -88,7 +89,7 @@ def spec_for(app: str) -> str:
 def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.4999)))
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -180,9 +181,7 @@ async def sequential(store: Store, catalog: Catalog, watcher: ActiveWatcher, n: 
 
 async def concurrent(store: Store, catalog: Catalog, watcher: ActiveWatcher, n: int) -> dict[str, float]:
     t0 = time.perf_counter()
-    latencies = await asyncio.gather(
-        *(submit_one(store, catalog, watcher, f"bench-{i}") for i in range(n))
-    )
+    latencies = await asyncio.gather(*(submit_one(store, catalog, watcher, f"bench-{i}") for i in range(n)))
     total = time.perf_counter() - t0
     return {
         "total_s": round(total, 3),
@@ -228,20 +227,15 @@ async def bench_backend(url: str, catalog: Catalog, n: int, concurrency: int) ->
 async def truncate(engine: Any) -> None:
     """Each phase starts with no applications, so bench-0..bench-N are first submissions again."""
     tables = (
-        "events",
-        "resource_transitions",
-        "workflow_steps",
-        "workflow_executions",
-        "resources",
-        "application_revisions",
-        "applications",
+        "events, resource_transitions, workflow_steps, workflow_executions, resources, "
+        "application_revisions, applications"
     )
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            await conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        else:
-            for table in tables:
-                await conn.exec_driver_sql(f"DELETE FROM {table}")
+            await conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        else:  # children first (foreign keys are on)
+            for table in tables.split(", "):
+                await conn.exec_driver_sql("DELETE FROM " + table)  # noqa: S608 - fixed table names
 
 
 # ---------------------------------------------------------------------------------------- backends
@@ -266,12 +260,18 @@ async def bench_postgresql(catalog: Catalog, n: int, concurrency: int) -> dict[s
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         return await bench_backend(url, catalog, n, concurrency)
+    except Exception as exc:
+        logging.getLogger("bench").exception("PostgreSQL run failed")
+        return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+            admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        except Exception as exc:
+            log(f"could not drop database {name}: {type(exc).__name__}: {exc}")
 
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:

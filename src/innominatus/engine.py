@@ -65,6 +65,7 @@ class Engine:
         self.lease = timedelta(seconds=lease_seconds)
         self.worker_id = f"engine-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
+        self._backlog = True  # work may be waiting that no free slot has taken yet
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -85,36 +86,43 @@ class Engine:
 
     def _on_event(self, event: StateEvent) -> None:
         if event.to_state == ResourceState.REQUESTED:
+            self._backlog = True
             self._wake.set()
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(self.sweep_interval):
                     await self._wake.wait()
+            except TimeoutError:
+                self._backlog = True  # the safety-net sweep: look even without a wake-up
             self._wake.clear()
             try:
                 await self._claim_and_start()
             except Exception:
-                log.exception("claiming work failed; trying again at the next wake-up")
+                log.exception("claiming work failed; trying again in a second")
                 await asyncio.sleep(1)
+                self._backlog = True
                 self._wake.set()
 
     async def _claim_and_start(self) -> None:
         free = self.concurrency - len(self._running)
-        if free <= 0:
-            return  # a finishing task wakes the loop again
+        if free <= 0 or not self._backlog:
+            return  # a finishing task wakes the loop again while there is a backlog
+        self._backlog = False
         claims = await self._claim(free)
         for claim in claims:
             task = asyncio.create_task(self._run(claim), name=f"workflow-{claim.execution_id}")
             self._running.add(task)
             task.add_done_callback(self._finished)
         if len(claims) == free:
-            self._wake.set()  # there may be more waiting
+            self._backlog = True  # there may be more waiting
+            self._wake.set()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._wake.set()
+        if self._backlog:
+            self._wake.set()
 
     # ---------------------------------------------------------------------------------------- claim
 
