@@ -7,6 +7,7 @@ in-process subscribers once that transaction commits (see store.Store.transactio
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus.db.models import Event, Resource, ResourceTransition, new_id, utcnow
@@ -24,6 +25,11 @@ ALLOWED: dict[S | None, frozenset[S]] = {
 }
 
 PENDING_EVENTS = "innominatus.pending_events"
+_SEQUENCE_LOCK = "innominatus.sequence_lock"
+# PostgreSQL hands out sequence numbers at insert, not at commit: without this lock a transaction could
+# commit event 5 after another committed event 6, and a client resuming "after 6" would never see 5.
+# Holding one advisory lock from the first event insert to commit makes commit order = sequence order.
+_SEQUENCE_LOCK_KEY = 0x1EE7_0001
 
 
 class IllegalTransition(RuntimeError):
@@ -45,6 +51,10 @@ async def transition(
     from_state = S(resource.state) if resource.state is not None else None
     if not can_transition(from_state, to_state):
         raise IllegalTransition(f"resource {resource.id}: {from_state} → {to_state} is not allowed")
+    if session.bind.dialect.name == "postgresql" and not session.info.get(_SEQUENCE_LOCK):
+        with session.no_autoflush:  # a new resource is flushed below, once its state is set
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCE_LOCK_KEY})
+        session.info[_SEQUENCE_LOCK] = True
     now = utcnow()
     resource.state = to_state.value
     resource.updated_at = now

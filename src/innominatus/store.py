@@ -35,6 +35,7 @@ class Store:
             async with session.begin():
                 yield session
             pending = session.info.pop(PENDING_EVENTS, [])
+            session.info.clear()
         if pending:
             self.hub.publish(StateEvent.from_row(row) for row in pending)
 

@@ -104,3 +104,26 @@ async def test_slow_subscriber_catches_up_from_the_table(store: Store, monkeypat
     assert [e.sequence for e in got] == list(range(2, 12))
     await agen.aclose()
     assert store.hub.subscriber_count == 0
+
+
+async def test_commit_order_follows_sequence_order(store: Store) -> None:
+    """A slow transaction holding event N must not let event N+1 commit first (a resumer would skip N)."""
+    a = await make_resource(store, "app-a")
+    b = await make_resource(store, "app-b")
+    published: list[int] = []
+    store.hub.add_listener(lambda e: published.append(e.sequence))
+
+    async def slow() -> None:
+        async with store.transaction() as session:
+            row = await session.get(models.Resource, a)
+            assert row is not None
+            await lifecycle.transition(session, row, ResourceState.PROVISIONING, "slow")
+            await asyncio.sleep(0.3)
+
+    async def fast() -> None:
+        await asyncio.sleep(0.1)
+        await move(store, b, ResourceState.PROVISIONING)
+
+    await asyncio.gather(slow(), fast())
+    assert published == sorted(published)
+    assert len(published) == 2
