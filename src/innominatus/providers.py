@@ -189,6 +189,15 @@ def _config_provider_dirs(config_file: Path) -> list[Path]:
     entries = doc.get("providers") or []
     if not isinstance(entries, list):
         raise CatalogError(f"{display}.providers: must be a list")
+    try:
+        return _config_entries(config_file, display, entries)
+    except CatalogError:
+        raise
+    except DefinitionError as exc:
+        raise CatalogError(str(exc)) from exc
+
+
+def _config_entries(config_file: Path, display: str, entries: list[Any]) -> list[Path]:
     dirs: list[Path] = []
     for i, entry in enumerate(entries):
         where = f"{display}.providers[{i}]"
@@ -210,6 +219,16 @@ def _config_provider_dirs(config_file: Path) -> list[Path]:
 
 
 def load_provider(directory: Path) -> Provider:
+    """One provider folder; every problem (its manifest or a workflow file) raises CatalogError."""
+    try:
+        return _load_provider(directory)
+    except CatalogError:
+        raise
+    except DefinitionError as exc:  # the server's start-up catches CatalogError: keep the message whole
+        raise CatalogError(str(exc)) from exc
+
+
+def _load_provider(directory: Path) -> Provider:
     manifest = directory / "provider.yaml"
     display = str(manifest)
     try:

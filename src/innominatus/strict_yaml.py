@@ -126,6 +126,8 @@ def _from_marked(exc: yaml.MarkedYAMLError, source: str) -> YamlError:
     if exc.context == "expected a single document in the stream":
         return YamlError(source, "more than one YAML document (only one is allowed)", line, column)
     parts = [p for p in (exc.context, exc.problem) if p]
+    if any("nesting depth" in p for p in parts):  # PyYAML >= 6.0.4 caps flow nesting itself
+        return YamlError(source, f"nesting is deeper than {MAX_DEPTH} levels", line, column)
     return YamlError(source, "malformed YAML: " + ", ".join(parts), line, column)
 
 

@@ -141,7 +141,9 @@ async def test_acceptance_story(server: Server) -> None:
         "workflowExecution { id workflowName provider resource { id } } } }"
     )
     async with http_client(server) as session:
-        one = (await session.execute(GraphQLRequest(detail, variable_values={"id": resource["id"]})))["resource"]
+        one = (await session.execute(GraphQLRequest(detail, variable_values={"id": resource["id"]})))[
+            "resource"
+        ]
     assert (one["application"], one["provider"]) == (app, "database-team")
     assert [(t["fromState"], t["toState"]) for t in one["transitions"]] == [
         (None, "REQUESTED"),
@@ -292,7 +294,11 @@ BAD_SPECS = {
         "metadata.name",
         "is required",
     ),
-    "missing containers": ("apiVersion: score.dev/v1b1\nmetadata:\n  name: no-containers\n", "containers", "is required"),
+    "missing containers": (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: no-containers\n",
+        "containers",
+        "is required",
+    ),
 }
 
 
@@ -317,7 +323,9 @@ async def test_twenty_concurrent_submissions_make_one_resource(server: Server) -
         results = await asyncio.gather(
             *(session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": spec})) for _ in range(20))
         )
-        rows = (await session.execute(GraphQLRequest(RESOURCES, variable_values={"app": "race-app"})))["resources"]
+        rows = (await session.execute(GraphQLRequest(RESOURCES, variable_values={"app": "race-app"})))[
+            "resources"
+        ]
     assert {r["submitSpec"]["application"]["revision"] for r in results} == {1}
     assert len(rows) == 1
     assert len({r["submitSpec"]["resources"][0]["id"] for r in results}) == 1

@@ -12,7 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")} | env
     return subprocess.run(
-        [sys.executable, "-m", "innominatus.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        [sys.executable, "-m", "innominatus.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 

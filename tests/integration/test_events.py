@@ -19,7 +19,12 @@ async def make_resource(store: Store, app: str, name: str = "db") -> str:
         session.add(application)
         await session.flush()
         resource = models.Resource(
-            application_id=application.id, application_name=app, name=name, type="t", properties={}, outputs={}
+            application_id=application.id,
+            application_name=app,
+            name=name,
+            type="t",
+            properties={},
+            outputs={},
         )
         await lifecycle.create(session, resource)
         return resource.id
@@ -92,7 +97,9 @@ async def test_live_only_without_after_sequence(store: Store) -> None:
     await agen.aclose()
 
 
-async def test_slow_subscriber_catches_up_from_the_table(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_slow_subscriber_catches_up_from_the_table(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(events, "QUEUE_SIZE", 3)
     rid = await make_resource(store, "app-a")
     agen = stream(store, EventFilter(application="app-a"), after_sequence=0)

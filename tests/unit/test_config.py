@@ -46,7 +46,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
         Settings.from_env(env)
 
 
-def test_config_file_defaults_to_admin_config_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_file_defaults_to_admin_config_when_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert Settings.from_env({}).resolved_config_file() is None
     (tmp_path / "admin-config.yaml").write_text("providers: []\n")

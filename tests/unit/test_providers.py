@@ -17,9 +17,7 @@ def wf(name: str, script: str = "echo ok") -> str:
     return workflow_yaml(name, f"- name: run\n  type: policy\n  config:\n    script: {script}\n")
 
 
-def write_provider(
-    root: Path, folder: str, manifest: str, workflows: dict[str, str] | None = None
-) -> Path:
+def write_provider(root: Path, folder: str, manifest: str, workflows: dict[str, str] | None = None) -> Path:
     """A provider folder `root/folder` with `provider.yaml` and `workflows/<name>.yaml` files."""
     directory = root / folder
     (directory / "workflows").mkdir(parents=True, exist_ok=True)
@@ -69,8 +67,10 @@ def test_shipped_database_team_loads() -> None:
 
 
 def test_make_provider_fixture(make_provider: ProviderFactory) -> None:
-    root = make_provider({"create-db": wf("create-db"), "drop-db": wf("drop-db")},
-                         types={"test-db": {"create": "create-db", "delete": "drop-db"}})
+    root = make_provider(
+        {"create-db": wf("create-db"), "drop-db": wf("drop-db")},
+        types={"test-db": {"create": "create-db", "delete": "drop-db"}},
+    )
     catalog = load_catalog(root, None)
     assert catalog.resolve("test-db", "delete").workflow.name == "drop-db"
 
@@ -123,8 +123,14 @@ def test_name_mistyped(tmp_path: Path) -> None:
     ("text", "fragment"),
     [
         ("metadata: {name: p\n", "malformed YAML"),
-        ("metadata:\n  name: p\n  version: '1'\n  name: q\n", "duplicate key 'name' (first defined on line 2)"),
-        ("metadata: {name: p, version: '1'}\nmetadata: {name: q, version: '1'}\n", "duplicate key 'metadata'"),
+        (
+            "metadata:\n  name: p\n  version: '1'\n  name: q\n",
+            "duplicate key 'name' (first defined on line 2)",
+        ),
+        (
+            "metadata: {name: p, version: '1'}\nmetadata: {name: q, version: '1'}\n",
+            "duplicate key 'metadata'",
+        ),
         ("", "must be a mapping, got null"),
         ("- p\n", "must be a mapping, got list"),
         ("metadata: {name: p, version: '1'}\ncapabilities: [postgres]\n", ".capabilities: must be a mapping"),
@@ -142,7 +148,7 @@ def test_catalog_error_is_a_definition_error() -> None:
 
 def test_provider_yaml_missing(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CatalogError, match="provider.yaml: not found"):
+    with pytest.raises(CatalogError, match=r"provider\.yaml: not found"):
         load_provider(tmp_path / "empty")
 
 
@@ -161,7 +167,11 @@ def test_unknown_keys_load_with_a_warning(tmp_path: Path, caplog: pytest.LogCapt
     )
     provider = load_provider(d)
     assert provider.capabilities == ["thing"]
-    for key in ("provider.yaml.compatibility", "provider.yaml.maintainer", "provision-thing.yaml.steps[0].retries"):
+    for key in (
+        "provider.yaml.compatibility",
+        "provider.yaml.maintainer",
+        "provision-thing.yaml.steps[0].retries",
+    ):
         assert f"{key}: unknown key ignored" in caplog.text, caplog.text
 
 
@@ -218,9 +228,15 @@ def test_unreferenced_workflow_is_still_validated(tmp_path: Path) -> None:
         ("- file: ./workflows/a.yaml\n", ".workflows[0].name: is required"),
         ("- name: a\n", ".workflows[0].file: is required"),
         ("- name: a\n  file: 5\n", ".workflows[0].file: must be a string"),
-        ("- name: a\n  file: ./workflows/a.yaml\n  operation: patch\n", ".workflows[0].operation: must be one of"),
+        (
+            "- name: a\n  file: ./workflows/a.yaml\n  operation: patch\n",
+            ".workflows[0].operation: must be one of",
+        ),
         ("- name: a\n  file: ./workflows/a.yaml\n  tags: database\n", ".workflows[0].tags: must be a list"),
-        ("- name: a\n  file: ./workflows/a.yaml\n  tags: [1, 2]\n", ".workflows[0].tags: must be a list of strings"),
+        (
+            "- name: a\n  file: ./workflows/a.yaml\n  tags: [1, 2]\n",
+            ".workflows[0].tags: must be a list of strings",
+        ),
         (entry("a") + entry("a"), ".workflows[1].name: workflow 'a' is declared twice"),
         ("- a\n", ".workflows[0]: must be a mapping, got string"),
     ],
@@ -274,7 +290,9 @@ CAPS_WORKFLOWS = (
 @pytest.fixture
 def catalog_root(tmp_path: Path) -> Path:
     names = ["pg-small", "pg-ha", "pg-update", "cache-create", "cache-delete"]
-    write_provider(tmp_path / "providers", "db", manifest("db", CAPS, CAPS_WORKFLOWS), {n: wf(n) for n in names})
+    write_provider(
+        tmp_path / "providers", "db", manifest("db", CAPS, CAPS_WORKFLOWS), {n: wf(n) for n in names}
+    )
     return tmp_path / "providers"
 
 
@@ -327,7 +345,9 @@ def test_resolve_unknown_class_through_alias(catalog_root: Path) -> None:
         load_catalog(catalog_root, None).resolve("postgresql", "create", "gold")
 
 
-@pytest.mark.parametrize(("rtype", "operation"), [("postgres", "delete"), ("postgresql", "delete"), ("cache", "update")])
+@pytest.mark.parametrize(
+    ("rtype", "operation"), [("postgres", "delete"), ("postgresql", "delete"), ("cache", "update")]
+)
 def test_resolve_missing_operation(catalog_root: Path, rtype: str, operation: str) -> None:
     with pytest.raises(ResolveError) as err:
         load_catalog(catalog_root, None).resolve(rtype, operation)
@@ -335,7 +355,9 @@ def test_resolve_missing_operation(catalog_root: Path, rtype: str, operation: st
 
 
 def test_resolve_unknown_type(catalog_root: Path) -> None:
-    with pytest.raises(ResolveError, match="unknown resource type 'redis'; known types: cache, postgres, postgresql"):
+    with pytest.raises(
+        ResolveError, match="unknown resource type 'redis'; known types: cache, postgres, postgresql"
+    ):
         load_catalog(catalog_root, None).resolve("redis", "create")
 
 
@@ -350,10 +372,16 @@ def test_classes(catalog_root: Path) -> None:
 
 
 def test_tagged_without_default_takes_the_first(tmp_path: Path) -> None:
-    caps = "resourceTypeCapabilities:\n  - type: t\n    operations:\n      create:\n        workflows:\n" \
+    caps = (
+        "resourceTypeCapabilities:\n  - type: t\n    operations:\n      create:\n        workflows:\n"
         "          - {name: b, tags: [x]}\n          - {name: a, tags: [y]}\n"
-    d = write_provider(tmp_path / "providers", "p", manifest("p", caps, entry("a") + entry("b")),
-                       {"a": wf("a"), "b": wf("b")})
+    )
+    d = write_provider(
+        tmp_path / "providers",
+        "p",
+        manifest("p", caps, entry("a") + entry("b")),
+        {"a": wf("a"), "b": wf("b")},
+    )
     catalog = load_catalog(d.parent, None)
     assert catalog.resolve("t", "create").workflow.name == "b"
     assert catalog.resolve("t", "create", "y").workflow.name == "a"
@@ -363,53 +391,79 @@ def test_legacy_resource_types(tmp_path: Path) -> None:
     d = write_provider(
         tmp_path / "providers",
         "p",
-        manifest("p", "resourceTypes: [postgres, s3]\n", entry("provision-postgres") + entry("provision-s3")
-                 + entry("delete-postgres", "delete")),
+        manifest(
+            "p",
+            "resourceTypes: [postgres, s3]\n",
+            entry("provision-postgres") + entry("provision-s3") + entry("delete-postgres", "delete"),
+        ),
         {n: wf(n) for n in ("provision-postgres", "provision-s3", "delete-postgres")},
     )
     catalog = load_catalog(d.parent, None)
     assert catalog.resolve("postgres", "create").workflow.name == "provision-postgres"
     assert catalog.resolve("s3", "create", "some-class").workflow.name == "provision-s3"
-    with pytest.raises(ResolveError, match="provider 'p' has no delete workflow for resource type 'postgres'"):
+    with pytest.raises(
+        ResolveError, match="provider 'p' has no delete workflow for resource type 'postgres'"
+    ):
         catalog.resolve("postgres", "delete")  # legacy lists are create only
 
 
 def test_legacy_single_create_workflow_serves_every_listed_type(tmp_path: Path) -> None:
-    d = write_provider(tmp_path, "p", manifest("p", "resourceTypes: [a, b]\n", entry("make")), {"make": wf("make")})
+    d = write_provider(
+        tmp_path, "p", manifest("p", "resourceTypes: [a, b]\n", entry("make")), {"make": wf("make")}
+    )
     provider = load_provider(d)
     assert {t: ops["create"].workflow for t, ops in provider.operations.items()} == {"a": "make", "b": "make"}
 
 
 def test_legacy_ambiguous_create_workflows(tmp_path: Path) -> None:
     d = write_provider(
-        tmp_path, "p", manifest("p", "resourceTypes: [thing]\n", entry("one") + entry("two")),
+        tmp_path,
+        "p",
+        manifest("p", "resourceTypes: [thing]\n", entry("one") + entry("two")),
         {"one": wf("one"), "two": wf("two")},
     )
     fails(d, ".capabilities.resourceTypes[0]: type 'thing' matches no 'provision-thing' workflow", "one, two")
 
 
 def test_legacy_without_create_workflow(tmp_path: Path) -> None:
-    d = write_provider(tmp_path, "p", manifest("p", "resourceTypes: [thing]\n", entry("rm", "delete")), {"rm": wf("rm")})
-    fails(d, ".capabilities.resourceTypes[0]: type 'thing' is listed but the provider declares no create workflow")
+    d = write_provider(
+        tmp_path, "p", manifest("p", "resourceTypes: [thing]\n", entry("rm", "delete")), {"rm": wf("rm")}
+    )
+    fails(
+        d,
+        ".capabilities.resourceTypes[0]: type 'thing' is listed but the provider declares no create workflow",
+    )
 
 
 def test_legacy_entry_not_a_string(tmp_path: Path) -> None:
-    d = write_provider(tmp_path, "p", manifest("p", "resourceTypes: [{type: x}]\n", entry("a")), {"a": wf("a")})
+    d = write_provider(
+        tmp_path, "p", manifest("p", "resourceTypes: [{type: x}]\n", entry("a")), {"a": wf("a")}
+    )
     fails(d, ".capabilities.resourceTypes[0]: must be a string, got mapping")
 
 
 def test_both_formats_operation_entry_wins(tmp_path: Path) -> None:
-    caps = "resourceTypes: [thing]\nresourceTypeCapabilities:\n  - type: thing\n    operations:\n" \
+    caps = (
+        "resourceTypes: [thing]\nresourceTypeCapabilities:\n  - type: thing\n    operations:\n"
         "      create: {workflow: b}\n"
-    d = write_provider(tmp_path, "p", manifest("p", caps, entry("provision-thing") + entry("b")),
-                       {"provision-thing": wf("provision-thing"), "b": wf("b")})
+    )
+    d = write_provider(
+        tmp_path,
+        "p",
+        manifest("p", caps, entry("provision-thing") + entry("b")),
+        {"provision-thing": wf("provision-thing"), "b": wf("b")},
+    )
     assert load_provider(d).operations["thing"]["create"].workflow == "b"
 
 
 def test_alias_for_a_legacy_type(tmp_path: Path) -> None:
     caps = "resourceTypes: [postgres]\nresourceTypeCapabilities:\n  - type: pg\n    aliasFor: postgres\n"
-    d = write_provider(tmp_path / "providers", "p", manifest("p", caps, entry("provision-postgres")),
-                       {"provision-postgres": wf("provision-postgres")})
+    d = write_provider(
+        tmp_path / "providers",
+        "p",
+        manifest("p", caps, entry("provision-postgres")),
+        {"provision-postgres": wf("provision-postgres")},
+    )
     catalog = load_catalog(d.parent, None)
     assert catalog.resolve("pg", "create").workflow.name == "provision-postgres"
 
@@ -470,17 +524,32 @@ CAP_ERRORS = [
         "resourceTypeCapabilities:\n  - {type: a, operations: {create: {workflow: c, workflows: [{name: c}]}}}\n",
         ".operations.create: give either 'workflow' or 'workflows', not both",
     ),
-    ("resourceTypeCapabilities:\n  - {type: a, operations: {create: {}}}\n", ".operations.create: needs 'workflow' or 'workflows'"),
-    ("resourceTypeCapabilities:\n  - {type: a, operations: {create: c}}\n", ".operations.create: must be a mapping"),
-    ("resourceTypeCapabilities:\n  - {type: a, operations: {delete: {workflow: d}}}\n", ".operations.create: is required"),
+    (
+        "resourceTypeCapabilities:\n  - {type: a, operations: {create: {}}}\n",
+        ".operations.create: needs 'workflow' or 'workflows'",
+    ),
+    (
+        "resourceTypeCapabilities:\n  - {type: a, operations: {create: c}}\n",
+        ".operations.create: must be a mapping",
+    ),
+    (
+        "resourceTypeCapabilities:\n  - {type: a, operations: {delete: {workflow: d}}}\n",
+        ".operations.create: is required",
+    ),
     ("resourceTypeCapabilities:\n  - {type: a, operations: {}}\n", ".operations.create: is required"),
     (
         "resourceTypeCapabilities:\n  - {type: a, operations: {create: {workflow: c}, patch: {workflow: c}}}\n",
         ".operations.patch: unknown operation (use create, update, delete)",
     ),
     ("resourceTypeCapabilities:\n  - {type: a}\n", "resourceTypeCapabilities[0].operations: is required"),
-    ("resourceTypeCapabilities:\n  - {operations: {create: {workflow: c}}}\n", "resourceTypeCapabilities[0].type: is required"),
-    ("resourceTypeCapabilities:\n  - {type: 5, operations: {create: {workflow: c}}}\n", "[0].type: must be a string"),
+    (
+        "resourceTypeCapabilities:\n  - {operations: {create: {workflow: c}}}\n",
+        "resourceTypeCapabilities[0].type: is required",
+    ),
+    (
+        "resourceTypeCapabilities:\n  - {type: 5, operations: {create: {workflow: c}}}\n",
+        "[0].type: must be a string",
+    ),
     (
         "resourceTypeCapabilities:\n  - {type: a, operations: {create: {workflow: c}}}\n"
         "  - {type: a, operations: {create: {workflow: c}}}\n",
@@ -492,7 +561,10 @@ CAP_ERRORS = [
     ),
     ("resourceTypeCapabilities: {type: a}\n", ".capabilities.resourceTypeCapabilities: must be a list"),
     ("resourceTypes: postgres\n", ".capabilities.resourceTypes: must be a list"),
-    ("resourceTypeCapabilities:\n  - postgres\n", "resourceTypeCapabilities[0]: must be a mapping, got string"),
+    (
+        "resourceTypeCapabilities:\n  - postgres\n",
+        "resourceTypeCapabilities[0]: must be a mapping, got string",
+    ),
 ]
 
 
@@ -508,7 +580,9 @@ def test_bad_capabilities(tmp_path: Path, caps: str, fragment: str) -> None:
 
 
 def simple(root: Path, folder: str, name: str, rtype: str) -> Path:
-    caps = f"resourceTypeCapabilities:\n  - type: {rtype}\n    operations:\n      create: {{workflow: make}}\n"
+    caps = (
+        f"resourceTypeCapabilities:\n  - type: {rtype}\n    operations:\n      create: {{workflow: make}}\n"
+    )
     return write_provider(root, folder, manifest(name, caps, entry("make")), {"make": wf("make")})
 
 
@@ -520,16 +594,20 @@ def test_two_providers_claiming_one_type(tmp_path: Path) -> None:
         load_catalog(root, None)
     message = str(err.value)
     assert "'alpha-team'" in message and "'beta-team'" in message and "'postgres'" in message
-    assert str(root / "alpha" / "provider.yaml") in message and str(root / "beta" / "provider.yaml") in message
+    assert (
+        str(root / "alpha" / "provider.yaml") in message and str(root / "beta" / "provider.yaml") in message
+    )
 
 
 def test_alias_clashing_with_another_providers_type(tmp_path: Path) -> None:
     root = tmp_path / "providers"
     simple(root, "alpha", "alpha-team", "postgresql")
-    caps = "resourceTypeCapabilities:\n  - {type: postgres, operations: {create: {workflow: make}}}\n" \
+    caps = (
+        "resourceTypeCapabilities:\n  - {type: postgres, operations: {create: {workflow: make}}}\n"
         "  - {type: postgresql, aliasFor: postgres}\n"
+    )
     write_provider(root, "beta", manifest("beta-team", caps, entry("make")), {"make": wf("make")})
-    with pytest.raises(CatalogError, match="'beta-team' claims resource type 'postgresql'.*'alpha-team'"):
+    with pytest.raises(CatalogError, match=r"'beta-team' claims resource type 'postgresql'.*'alpha-team'"):
         load_catalog(root, None)
 
 
@@ -537,7 +615,9 @@ def test_two_folders_with_one_provider_name(tmp_path: Path) -> None:
     root = tmp_path / "providers"
     simple(root, "one", "same", "a")
     simple(root, "two", "same", "b")
-    with pytest.raises(CatalogError, match=r"two/provider\.yaml: metadata\.name: provider 'same' is also loaded from"):
+    with pytest.raises(
+        CatalogError, match=r"two/provider\.yaml: metadata\.name: provider 'same' is also loaded from"
+    ):
         load_catalog(root, None)
 
 
@@ -559,7 +639,9 @@ def test_empty_and_missing_providers_dir(tmp_path: Path) -> None:
 
 def write_config(tmp_path: Path, providers: str) -> Path:
     config = tmp_path / "admin-config.yaml"
-    config.write_text("admin:\n  defaultCostCenter: x\nproviders:\n" + textwrap.indent(textwrap.dedent(providers), "  "))
+    config.write_text(
+        "admin:\n  defaultCostCenter: x\nproviders:\n" + textwrap.indent(textwrap.dedent(providers), "  ")
+    )
     return config
 
 
@@ -628,7 +710,9 @@ def test_config_disabled_provider_is_skipped(tmp_path: Path) -> None:
 
 
 def test_config_path_missing(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "- name: gone\n  type: filesystem\n  path: ./does/not/exist\n  enabled: true\n")
+    config = write_config(
+        tmp_path, "- name: gone\n  type: filesystem\n  path: ./does/not/exist\n  enabled: true\n"
+    )
     with pytest.raises(CatalogError) as err:
         load_catalog(None, config)
     message = str(err.value)
@@ -639,7 +723,10 @@ def test_config_path_missing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("providers", "fragment"),
     [
-        ("- name: x\n  type: git\n  path: ./x\n", ".providers[0].type: provider source type 'git' is not supported"),
+        (
+            "- name: x\n  type: git\n  path: ./x\n",
+            ".providers[0].type: provider source type 'git' is not supported",
+        ),
         ("- name: x\n", ".providers[0].path: is required"),
         ("- name: x\n  path: 5\n", ".providers[0].path: must be a string"),
         ("- name: x\n  path: ./x\n  enabled: 'no'\n", ".providers[0].enabled: must be a boolean, got string"),
@@ -682,5 +769,7 @@ def test_config_without_providers(tmp_path: Path) -> None:
 def test_broken_provider_in_config_is_reported(tmp_path: Path) -> None:
     directory = write_provider(tmp_path / "extra", "p", "metadata: {name: p, version: 1.0}\n")
     config = write_config(tmp_path, "- name: p\n  path: ./extra/p\n")
-    with pytest.raises(CatalogError, match=rf"{directory}/provider\.yaml\.metadata\.version: must be a string"):
+    with pytest.raises(
+        CatalogError, match=rf"{directory}/provider\.yaml\.metadata\.version: must be a string"
+    ):
         load_catalog(None, config)

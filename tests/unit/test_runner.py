@@ -50,7 +50,9 @@ def load(tmp_path: Path, text: str, name: str = "wf.yaml") -> WorkflowDefinition
 
 
 def ctx(**parameters: Any) -> RunContext:
-    return RunContext(parameters=parameters, app={"name": "shop"}, resource={"name": "db", "type": "postgres"})
+    return RunContext(
+        parameters=parameters, app={"name": "shop"}, resource={"name": "db", "type": "postgres"}
+    )
 
 
 # --- bind_parameters -------------------------------------------------------------------------------------
@@ -94,7 +96,14 @@ def test_defaults_applied(params_wf: WorkflowDefinition) -> None:
 
 
 def test_given_values_win_over_defaults_and_extras_stay(params_wf: WorkflowDefinition) -> None:
-    inputs = {"db_name": "orders", "size": "large", "replicas": 5, "ha": True, "extra": {"x": 1}, "ratio": 0.5}
+    inputs = {
+        "db_name": "orders",
+        "size": "large",
+        "replicas": 5,
+        "ha": True,
+        "extra": {"x": 1},
+        "ratio": 0.5,
+    }
     assert bind_parameters(params_wf, inputs) == {**inputs, "zones": ["a"]}
 
 
@@ -214,7 +223,11 @@ async def test_steps_run_in_order_and_outputs_flow(tmp_path: Path) -> None:
     assert run.steps["grant"]["outputs"] == {"grant": "orders_app-rw"}
     assert (1, "stdout", "granting to orders_app on 5432") in hooks.lines
     assert (2, "stdout", "db of shop: orders_app-rw") in hooks.lines
-    assert render_outputs(wf, run) == {"username": "orders_app", "port": "5432", "summary": "orders_app-rw@small"}
+    assert render_outputs(wf, run) == {
+        "username": "orders_app",
+        "port": "5432",
+        "summary": "orders_app-rw@small",
+    }
 
 
 async def test_start_at_skips_earlier_steps(tmp_path: Path) -> None:
@@ -224,7 +237,10 @@ async def test_start_at_skips_earlier_steps(tmp_path: Path) -> None:
     hooks = Recorder()
     outcome = await run_steps(wf, run, hooks, start_at=1)
     assert outcome.succeeded
-    assert [e for e in hooks.events if e[0] == "started"] == [("started", 1, "grant"), ("started", 2, "report")]
+    assert [e for e in hooks.events if e[0] == "started"] == [
+        ("started", 1, "grant"),
+        ("started", 2, "report"),
+    ]
     assert render_outputs(wf, run)["summary"] == "kept-rw@large"
 
 
@@ -265,7 +281,9 @@ async def test_render_error_fails_that_step(tmp_path: Path) -> None:
 async def test_shell_metacharacters_in_a_parameter_fail_the_step(tmp_path: Path) -> None:
     wf = load(
         tmp_path,
-        workflow_yaml("inject", "- name: s\n  type: policy\n  config:\n    script: echo {{ parameters.db_name }}\n"),
+        workflow_yaml(
+            "inject", "- name: s\n  type: policy\n  config:\n    script: echo {{ parameters.db_name }}\n"
+        ),
     )
     outcome = await run_steps(wf, ctx(db_name="x; rm -rf /"), Recorder())
     assert outcome.failed_step == "s"
@@ -430,9 +448,14 @@ def upstream(tmp_path: Path) -> WorkflowDefinition:
     return resolution.workflow.definition
 
 
-@pytest.mark.parametrize(("size", "volume", "cpu"), [("small", "5Gi", "100m"), ("medium", "20Gi", "500m"), ("large", "100Gi", "2000m")])
+@pytest.mark.parametrize(
+    ("size", "volume", "cpu"),
+    [("small", "5Gi", "100m"), ("medium", "20Gi", "500m"), ("large", "100Gi", "2000m")],
+)
 def test_upstream_size_tiers(upstream: WorkflowDefinition, size: str, volume: str, cpu: str) -> None:
-    params = bind_parameters(upstream, {"db_name": "orders", "namespace": "shop", "team_id": "t1", "size": size})
+    params = bind_parameters(
+        upstream, {"db_name": "orders", "namespace": "shop", "team_id": "t1", "size": size}
+    )
     script = upstream.steps[0].templates["script"].render(ctx(**params).template_context())
     assert f'echo "size: {volume}"' in script
     assert f'echo "cpu: {cpu}"' in script
@@ -448,12 +471,16 @@ def test_upstream_default_size(upstream: WorkflowDefinition) -> None:
 
 
 def test_upstream_required_parameters(upstream: WorkflowDefinition) -> None:
-    with pytest.raises(ParameterError, match="parameter 'namespace' is required by workflow 'provision-postgres'"):
+    with pytest.raises(
+        ParameterError, match="parameter 'namespace' is required by workflow 'provision-postgres'"
+    ):
         bind_parameters(upstream, {"db_name": "orders", "team_id": "t1"})
 
 
 async def test_upstream_workflow_runs_end_to_end(upstream: WorkflowDefinition) -> None:
-    params = bind_parameters(upstream, {"db_name": "orders", "namespace": "shop", "team_id": "t1", "size": "medium"})
+    params = bind_parameters(
+        upstream, {"db_name": "orders", "namespace": "shop", "team_id": "t1", "size": "medium"}
+    )
     run = ctx(**params)
     hooks = Recorder()
     outcome = await run_steps(upstream, run, hooks)

@@ -53,3 +53,16 @@ def test_contract_names_are_present() -> None:
         "SKIPPED",
     ):
         assert f"  {enum}\n" in text, enum
+
+
+def test_unexpected_errors_are_masked_expected_ones_are_not() -> None:
+    from graphql import GraphQLError
+
+    from innominatus.api.errors import bad_input, not_found
+    from innominatus.api.schema import is_unexpected
+
+    crash = GraphQLError("boom", original_error=RuntimeError("INSERT ... password=hunter2"))
+    assert is_unexpected(crash)
+    assert not is_unexpected(not_found("resource", "x"))
+    assert not is_unexpected(bad_input("invalid"))
+    assert not is_unexpected(GraphQLError("Cannot query field 'x' on type 'Query'."))

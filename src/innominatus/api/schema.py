@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy import select
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 
 from innominatus import specs
 from innominatus.api.context import Context
@@ -156,11 +157,18 @@ class Subscription:
             )
 
 
+def is_unexpected(error: GraphQLError) -> bool:
+    """Our expected errors are GraphQLErrors with a code; anything else may carry internals (SQL, paths)."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
     extensions=[
+        lambda: MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
     ],
