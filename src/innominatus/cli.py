@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(), format="%(levelname)s %(name)s: %(message)s"
     )

@@ -59,13 +59,12 @@ class Provider:
     workflows: dict[str, WorkflowRef]
     operations: dict[str, dict[str, OperationSpec]]  # canonical type → operation → spec
     aliases: dict[str, str] = field(default_factory=dict)  # alias → canonical type
+    capability_order: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> list[str]:
         """Every type the provider claims, aliases included, in manifest order."""
-        types = list(self.operations)
-        types.extend(a for a in self.aliases if a not in types)
-        return types
+        return list(self.capability_order)
 
 
 @dataclass(frozen=True)
@@ -284,7 +283,7 @@ def _load_provider(directory: Path) -> Provider:
             definition=definition,
         )
 
-    operations, aliases = _capabilities(
+    operations, aliases, order = _capabilities(
         top.get("capabilities", dict, default={}), f"{display}.capabilities", workflows
     )
     return Provider(
@@ -296,13 +295,15 @@ def _load_provider(directory: Path) -> Provider:
         workflows=workflows,
         operations=operations,
         aliases=aliases,
+        capability_order=order,
     )
 
 
 def _capabilities(
     raw: dict[str, Any], where: str, workflows: dict[str, WorkflowRef]
-) -> tuple[dict[str, dict[str, OperationSpec]], dict[str, str]]:
+) -> tuple[dict[str, dict[str, OperationSpec]], dict[str, str], tuple[str, ...]]:
     caps = _Fields(raw, where, {"resourceTypes", "resourceTypeCapabilities"})
+    order: list[str] = []  # manifest order, aliases in place, as clients list capabilities
     operations: dict[str, dict[str, OperationSpec]] = {}
     aliases: dict[str, str] = {}
     alias_fields: dict[str, str] = {}
@@ -332,6 +333,7 @@ def _capabilities(
                 )
             aliases[rtype] = alias_for
             alias_fields[rtype] = f"{at}.aliasFor"
+            order.append(rtype)
             continue
         ops: dict[str, OperationSpec] = {}
         for op, spec_raw in (f.get("operations", dict, required=True) or {}).items():
@@ -364,6 +366,7 @@ def _capabilities(
         if Operation.CREATE.value not in ops:
             raise CatalogError(f"{at}.operations.create: is required")
         operations[rtype] = ops
+        order.append(rtype)
 
     legacy = caps.get("resourceTypes", list, default=[])
     for i, rtype in enumerate(legacy):
@@ -375,6 +378,7 @@ def _capabilities(
         operations[rtype] = {
             Operation.CREATE.value: OperationSpec(workflow=_legacy_create(rtype, workflows, at))
         }
+        order.append(rtype)
 
     # Checked after the legacy list, so an alias may point at a type listed there.
     for alias, target in aliases.items():
@@ -384,7 +388,7 @@ def _capabilities(
                 f"{alias_fields[alias]}: '{alias}' is an alias for '{target}', which is not a resource type "
                 f"this provider serves with operations (types: {served})"
             )
-    return operations, aliases
+    return operations, aliases, tuple(order)
 
 
 def _legacy_create(rtype: str, workflows: dict[str, WorkflowRef], at: str) -> str:

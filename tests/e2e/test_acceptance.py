@@ -71,7 +71,7 @@ async def test_providers_query(server: Server) -> None:
     async with http_client(server) as session:
         result = await session.execute(PROVIDERS)
     [db_team] = [p for p in result["providers"] if p["name"] == "database-team"]
-    assert set(db_team["capabilities"]) == {"postgres", "postgresql", "postgres-mock"}
+    assert db_team["capabilities"] == ["postgres", "postgresql", "postgres-mock"]  # as the demo guide shows
     assert db_team["version"] == "1.0.0"
 
 
