@@ -58,7 +58,7 @@ def test_shipped_database_team_loads() -> None:
     catalog = load_catalog(PROVIDERS, None)
     provider = catalog.providers["database-team"]
     assert provider.version == "1.0.0"
-    assert provider.capabilities == ["postgres", "postgres-mock", "postgresql"]
+    assert provider.capabilities == ["postgres", "postgresql", "postgres-mock"]
     assert catalog.resolve("postgresql", "create").workflow.name == "provision-postgres"
     assert catalog.resolve("postgres-mock", "delete").workflow.name == "delete-postgres-mock"
     ref = provider.workflows["provision-postgres-mock"]
