@@ -299,7 +299,7 @@ def catalog_root(tmp_path: Path) -> Path:
 def test_capabilities(catalog_root: Path) -> None:
     catalog = load_catalog(catalog_root, None)
     provider = catalog.providers["db"]
-    assert provider.capabilities == ["postgres", "cache", "postgresql"]
+    assert provider.capabilities == ["postgres", "postgresql", "cache"]  # manifest order
     assert provider.aliases == {"postgresql": "postgres"}
     assert catalog.known_types() == ["cache", "postgres", "postgresql"]
     assert catalog.provider_for("postgresql") == (provider, "postgres")
