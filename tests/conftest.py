@@ -24,6 +24,7 @@ PG_ADMIN_URL = os.environ.get(
     "INNOMINATUS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_PG = os.environ.get("INNOMINATUS_REQUIRE_POSTGRES") == "1"
+_EXTRA_DATABASES: list[str] = []  # made by create_pg_database, dropped with the session's database
 
 
 def _pg_available() -> str | None:
@@ -60,22 +61,24 @@ def pg_server() -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for db in [name, *_EXTRA_DATABASES]:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+
+
+async def create_pg_database(pg_server: str) -> str:
+    """A new empty database on the server (for tests that need more than a truncated one)."""
+    name = f"innominatus_e2e_{uuid.uuid4().hex[:10]}"
+    _EXTRA_DATABASES.append(name)
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return pg_server.rsplit("/", 1)[0] + f"/{name}"
 
 
 def fresh_pg_database(pg_server: str) -> str:
-    """A new empty database on the server (for tests that need more than a truncated one)."""
-    name = f"innominatus_e2e_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return pg_server.rsplit("/", 1)[0] + f"/{name}"
+    return asyncio.run(create_pg_database(pg_server))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,9 +1,12 @@
-"""The orchestration engine: claims requested resources through the database and runs their
-workflows concurrently, each in its own task with its own context.
+"""The orchestration engine: claims work through the database and runs workflows concurrently, each
+in its own task with its own context.
 
-It wakes on every committed REQUESTED event (no polling delay); a slow periodic sweep is only a
-safety net. Claims go through the database (FOR UPDATE SKIP LOCKED on PostgreSQL, the write lock
-on SQLite), so several engines can share the work.
+Work is (a) REQUESTED resources whose dependencies are ACTIVE, which it moves to PROVISIONING, and
+(b) RUNNING executions nobody holds a live lease on: update/delete/retry runs the API created, and
+runs whose engine died (their lease expired), which resume at the interrupted step. It wakes on
+committed events (no polling delay); a slow periodic sweep and lease expiries are the safety nets.
+Claims go through the database (FOR UPDATE SKIP LOCKED on PostgreSQL, the write lock on SQLite), so
+several engines can share the work.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
-from innominatus.db.models import Resource, WorkflowExecution, WorkflowStep, new_id, utcnow
-from innominatus.events import StateEvent
-from innominatus.providers import Catalog, Resolution, ResolveError
+from innominatus.db.models import Application, Resource, WorkflowExecution, WorkflowStep, utcnow
+from innominatus.events import StateEvent, StepEvent
+from innominatus.executions import new_execution
+from innominatus.operations import finish_application_deletion, live_resources
+from innominatus.providers import Catalog, ResolveError, WorkflowRef
+from innominatus.references import LiveResource, MissingOutput, resolve_params
 from innominatus.states import Operation, ResourceState, StepStatus, WorkflowStatus
 from innominatus.store import Store
 from innominatus.workflows.definition import Step
@@ -37,15 +44,24 @@ from innominatus.workflows.templates import RenderError
 
 log = logging.getLogger(__name__)
 
+SUCCESS_STATE = {
+    Operation.CREATE: ResourceState.ACTIVE,
+    Operation.UPDATE: ResourceState.ACTIVE,
+    Operation.DELETE: ResourceState.DELETED,
+}
 
-@dataclass(frozen=True)
+
+@dataclass
 class Claim:
     resource_id: str
     execution_id: str
-    resolution: Resolution
+    operation: str
+    workflow: WorkflowRef
     inputs: dict[str, Any]
     app: dict[str, Any]
     resource: dict[str, Any]
+    deadline: datetime | None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # stored step rows, for resuming
 
 
 class Engine:
@@ -66,8 +82,11 @@ class Engine:
         self.worker_id = f"engine-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._backlog = True  # work may be waiting that no free slot has taken yet
-        self._running: set[asyncio.Task[None]] = set()
+        self._next_expiry: datetime | None = None  # earliest lease another engine holds
+        self._running: dict[str, asyncio.Task[None]] = {}  # execution id → task
+        self._by_resource: dict[str, str] = {}  # resource id → execution id running here
         self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -75,27 +94,58 @@ class Engine:
         self.store.hub.add_listener(self._on_event)
         self._wake.set()
         self._loop_task = asyncio.create_task(self._loop(), name="innominatus-engine")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="innominatus-leases")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, *self._running) if t is not None]
+        tasks = [t for t in (self._loop_task, self._heartbeat_task, *self._running.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Interrupted runs resume at once in the next engine instead of waiting out the lease.
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as session:
+                await session.execute(
+                    update(WorkflowExecution)
+                    .where(
+                        WorkflowExecution.lease_owner == self.worker_id,
+                        WorkflowExecution.status == WorkflowStatus.RUNNING,
+                    )
+                    .values(lease_expires_at=utcnow())
+                )
 
     def _on_event(self, event: StateEvent) -> None:
-        if event.to_state == ResourceState.REQUESTED:
+        if event.to_state in (
+            ResourceState.REQUESTED,
+            ResourceState.ACTIVE,
+            ResourceState.UPDATING,
+            ResourceState.DELETING,
+            ResourceState.DELETED,
+            ResourceState.PROVISIONING,
+        ):
+            # New work, a dependency now ACTIVE, or a dependent now DELETED may unblock something.
             self._backlog = True
             self._wake.set()
+        if event.to_state == ResourceState.DELETING:
+            self._cancel_local(event.resource_id, keep_operation=Operation.DELETE)
+
+    def _cancel_local(self, resource_id: str, keep_operation: str) -> None:
+        execution_id = self._by_resource.get(resource_id)
+        task = self._running.get(execution_id) if execution_id else None
+        if task is not None and getattr(task, "operation", None) != keep_operation:
+            task.cancel()
 
     async def _loop(self) -> None:
         while True:
+            timeout = self.sweep_interval
+            if self._next_expiry is not None:
+                timeout = min(timeout, max(0.05, (self._next_expiry - utcnow()).total_seconds() + 0.05))
             try:
-                async with asyncio.timeout(self.sweep_interval):
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
-                self._backlog = True  # the safety-net sweep: look even without a wake-up
+                self._backlog = True  # the sweep: look even without a wake-up
             self._wake.clear()
             try:
                 await self._claim_and_start()
@@ -105,6 +155,33 @@ class Engine:
                 self._backlog = True
                 self._wake.set()
 
+    async def _heartbeat(self) -> None:
+        """Renew our leases; a run whose row says it is no longer ours (cancelled) is stopped."""
+        interval = max(self.lease.total_seconds() / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._running:
+                continue
+            try:
+                async with self.store.transaction() as session:
+                    result = await session.execute(
+                        update(WorkflowExecution)
+                        .where(
+                            WorkflowExecution.lease_owner == self.worker_id,
+                            WorkflowExecution.status == WorkflowStatus.RUNNING,
+                        )
+                        .values(lease_expires_at=utcnow() + self.lease)
+                        .returning(WorkflowExecution.id)
+                    )
+                    ours = set(result.scalars().all())
+            except Exception:
+                log.exception("renewing leases failed")
+                continue
+            for execution_id, task in list(self._running.items()):
+                if execution_id not in ours and not task.done():
+                    log.info("execution %s was cancelled or taken over; stopping it here", execution_id)
+                    task.cancel()
+
     async def _claim_and_start(self) -> None:
         free = self.concurrency - len(self._running)
         if free <= 0 or not self._backlog:
@@ -112,15 +189,20 @@ class Engine:
         self._backlog = False
         claims = await self._claim(free)
         for claim in claims:
-            task = asyncio.create_task(self._run(claim), name=f"workflow-{claim.execution_id}")
-            self._running.add(task)
-            task.add_done_callback(self._finished)
+            earlier = self._running.get(self._by_resource.get(claim.resource_id, ""))
+            task = asyncio.create_task(self._run(claim, earlier), name=f"workflow-{claim.execution_id}")
+            task.operation = claim.operation  # type: ignore[attr-defined]
+            self._running[claim.execution_id] = task
+            self._by_resource[claim.resource_id] = claim.execution_id
+            task.add_done_callback(lambda t, c=claim: self._finished(c))
         if len(claims) == free:
             self._backlog = True  # there may be more waiting
             self._wake.set()
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _finished(self, claim: Claim) -> None:
+        self._running.pop(claim.execution_id, None)
+        if self._by_resource.get(claim.resource_id) == claim.execution_id:
+            del self._by_resource[claim.resource_id]
         if self._backlog:
             self._wake.set()
 
@@ -129,105 +211,207 @@ class Engine:
     async def _claim(self, limit: int) -> list[Claim]:
         claims: list[Claim] = []
         async with self.store.transaction() as session:
-            query = (
-                select(Resource)
-                .where(Resource.state == ResourceState.REQUESTED)
-                .order_by(Resource.created_at)
-                .limit(limit)
-            )
-            if self.store.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            for resource in (await session.scalars(query)).all():
-                try:
-                    resolution = self.catalog.resolve(
-                        resource.type, Operation.CREATE, resource.resource_class
-                    )
-                except ResolveError as exc:
-                    await lifecycle.transition(session, resource, ResourceState.FAILED, str(exc))
-                    continue
-                claims.append(await self._start_execution(session, resource, resolution, Operation.CREATE))
-                await lifecycle.transition(
-                    session,
-                    resource,
-                    ResourceState.PROVISIONING,
-                    f"workflow {resolution.workflow.name} started",
+            await self._claim_requested(session, limit, claims)
+            if len(claims) < limit:
+                await self._claim_runs(session, limit, claims)
+            self._next_expiry = await session.scalar(
+                select(WorkflowExecution.lease_expires_at)
+                .where(
+                    WorkflowExecution.status == WorkflowStatus.RUNNING,
+                    WorkflowExecution.lease_owner.is_not(None),
+                    WorkflowExecution.lease_owner != self.worker_id,
                 )
+                .order_by(WorkflowExecution.lease_expires_at)
+                .limit(1)
+            )
         return claims
 
-    async def _start_execution(
-        self, session: Any, resource: Resource, resolution: Resolution, operation: str
-    ) -> Claim:
-        """The execution row and its steps exist, linked to the resource, before step 1 runs."""
+    def _locking(self, query: Any) -> Any:
+        return query.with_for_update(skip_locked=True) if self.store.dialect == "postgresql" else query
+
+    async def _claim_requested(self, session: AsyncSession, limit: int, claims: list[Claim]) -> None:
+        query = self._locking(
+            select(Resource).where(Resource.state == ResourceState.REQUESTED).order_by(Resource.created_at)
+        )
+        for resource in (await session.scalars(query)).all():
+            if len(claims) >= limit:
+                return
+            siblings = await live_resources(session, resource.application_id)
+            if any(
+                siblings.get(dep) is None or siblings[dep].state != ResourceState.ACTIVE
+                for dep in resource.depends_on
+            ):
+                continue  # waits until what it references is ACTIVE
+            try:
+                resolution = self.catalog.resolve(resource.type, Operation.CREATE, resource.resource_class)
+                inputs = await self._inputs(session, resource, siblings)
+            except (ResolveError, MissingOutput) as exc:
+                await lifecycle.transition(session, resource, ResourceState.FAILED, str(exc))
+                continue
+            execution = new_execution(
+                session,
+                resource,
+                resolution.workflow,
+                resolution.provider.name,
+                Operation.CREATE,
+                inputs=inputs,
+                lease_owner=self.worker_id,
+                lease=self.lease,
+            )
+            await lifecycle.transition(
+                session, resource, ResourceState.PROVISIONING, f"workflow {resolution.workflow.name} started"
+            )
+            claims.append(self._claim_for(resource, execution, resolution.workflow, []))
+
+    async def _claim_runs(self, session: AsyncSession, limit: int, claims: list[Claim]) -> None:
         now = utcnow()
-        inputs = {
-            **resource.properties,
+        query = self._locking(
+            select(WorkflowExecution)
+            .where(
+                WorkflowExecution.status == WorkflowStatus.RUNNING,
+                or_(WorkflowExecution.lease_owner.is_(None), WorkflowExecution.lease_expires_at < now),
+            )
+            .order_by(WorkflowExecution.started_at)
+        )
+        for execution in (await session.scalars(query)).all():
+            if len(claims) >= limit:
+                return
+            if execution.id in self._running:
+                continue
+            resource = await session.get(Resource, execution.resource_id)
+            if resource is None:
+                continue
+            siblings = await live_resources(session, resource.application_id)
+            if execution.operation == Operation.DELETE and any(
+                resource.name in other.depends_on for other in siblings.values() if other.id != resource.id
+            ):
+                continue  # dependents go first
+            workflow = self._workflow(execution)
+            if workflow is None:
+                await self._fail_unclaimed(
+                    session,
+                    execution,
+                    resource,
+                    f"workflow '{execution.workflow_name}' of provider '{execution.provider}' is no longer loaded",
+                )
+                continue
+            if not execution.inputs:
+                try:
+                    execution.inputs = await self._inputs(session, resource, siblings)
+                except MissingOutput as exc:
+                    await self._fail_unclaimed(session, execution, resource, str(exc))
+                    continue
+            if execution.lease_owner is not None:
+                log.info(
+                    "resuming execution %s of %s (its engine stopped)", execution.id, execution.workflow_name
+                )
+            execution.lease_owner = self.worker_id
+            execution.lease_expires_at = now + self.lease
+            steps = (
+                await session.scalars(
+                    select(WorkflowStep)
+                    .where(WorkflowStep.execution_id == execution.id)
+                    .order_by(WorkflowStep.position)
+                )
+            ).all()
+            rows = [{"status": s.status, "outputs": s.outputs, "attempts": s.attempts} for s in steps]
+            claims.append(self._claim_for(resource, execution, workflow, rows))
+
+    def _workflow(self, execution: WorkflowExecution) -> WorkflowRef | None:
+        provider = self.catalog.providers.get(execution.provider)
+        return provider.workflows.get(execution.workflow_name) if provider else None
+
+    async def _inputs(
+        self, session: AsyncSession, resource: Resource, siblings: dict[str, Resource]
+    ) -> dict[str, Any]:
+        """The workflow's inputs: the properties with placeholders resolved, plus who is asking."""
+        app = await session.get(Application, resource.application_id)
+        metadata = (app.spec.get("metadata") if app else None) or {}
+        live = {n: LiveResource(r.id, r.state, r.outputs) for n, r in siblings.items()}
+        return {
+            **resolve_params(resource.properties, metadata, live),
             "app_name": resource.application_name,
             "resource_name": resource.name,
             "resource_type": resource.type,
         }
-        execution = WorkflowExecution(
-            id=new_id(),
-            resource_id=resource.id,
-            application_name=resource.application_name,
-            workflow_name=resolution.workflow.name,
-            operation=operation,
-            provider=resolution.provider.name,
-            status=WorkflowStatus.RUNNING,
-            inputs=inputs,
-            lease_owner=self.worker_id,
-            lease_expires_at=now + self.lease,
-            started_at=now,
-        )
-        session.add(execution)
-        for position, step in enumerate(resolution.workflow.definition.steps):
-            session.add(
-                WorkflowStep(
-                    execution_id=execution.id,
-                    position=position,
-                    name=step.name,
-                    type=step.type,
-                    status=StepStatus.PENDING,
-                    attempts=0,
-                    logs="",
-                    outputs={},
-                )
-            )
-        resource.workflow_execution_id = execution.id
-        resource.provider = resolution.provider.name
+
+    def _claim_for(
+        self,
+        resource: Resource,
+        execution: WorkflowExecution,
+        workflow: WorkflowRef,
+        steps: list[dict[str, Any]],
+    ) -> Claim:
         return Claim(
             resource_id=resource.id,
             execution_id=execution.id,
-            resolution=resolution,
-            inputs=inputs,
+            operation=execution.operation,
+            workflow=workflow,
+            inputs=execution.inputs,
             app={"name": resource.application_name},
             resource={
                 "id": resource.id,
                 "name": resource.name,
                 "type": resource.type,
                 "class": resource.resource_class,
+                "outputs": dict(resource.outputs),
             },
+            deadline=execution.deadline_at,
+            steps=steps,
         )
+
+    async def _fail_unclaimed(
+        self, session: AsyncSession, execution: WorkflowExecution, resource: Resource, error: str
+    ) -> None:
+        execution.status = WorkflowStatus.FAILED
+        execution.error_message = error
+        execution.finished_at = utcnow()
+        await lifecycle.transition(session, resource, ResourceState.FAILED, error)
 
     # ------------------------------------------------------------------------------------------ run
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run(self, claim: Claim, earlier: asyncio.Task[None] | None) -> None:
+        if earlier is not None:
+            # A cancelled run of the same resource: its process group is gone before this one starts.
+            await asyncio.wait([earlier])
         try:
             await self._execute(claim)
         except asyncio.CancelledError:
-            raise
+            raise  # cancelled (resource deleted, or shutdown): the row says what happened
         except Exception as exc:
             log.exception("workflow %s for resource %s crashed", claim.execution_id, claim.resource_id)
             await self._finish(claim, outputs=None, error=f"internal error: {type(exc).__name__}: {exc}")
 
     async def _execute(self, claim: Claim) -> None:
-        definition = claim.resolution.workflow.definition
+        definition = claim.workflow.definition
         try:
             parameters = bind_parameters(definition, claim.inputs)
         except ParameterError as exc:
             await self._finish(claim, outputs=None, error=f"workflow '{definition.name}': {exc}")
             return
         ctx = RunContext(parameters=parameters, app=claim.app, resource=claim.resource)
-        outcome = await run_steps(definition, ctx, _StepRecorder(self.store, claim.execution_id))
+        start_at = 0
+        for index, row in enumerate(claim.steps):
+            if row["status"] != StepStatus.SUCCEEDED:
+                break
+            ctx.steps[definition.steps[index].name] = {"outputs": row["outputs"]}
+            start_at = index + 1
+        if start_at < len(claim.steps) and claim.steps[start_at]["status"] == StepStatus.RUNNING:
+            step = definition.steps[start_at]
+            if not step.idempotent:
+                await self._finish(
+                    claim, outputs=None, error=f"step '{step.name}' failed: interrupted, not safe to re-run"
+                )
+                return
+        recorder = _StepRecorder(self.store, claim)
+        try:
+            async with asyncio.timeout_at(_loop_deadline(claim.deadline)):
+                outcome = await run_steps(definition, ctx, recorder, start_at=start_at)
+        except TimeoutError:
+            error = f"workflow '{definition.name}' timed out after {definition.timeout:g}s"
+            await recorder.fail_current(error)
+            await self._finish(claim, outputs=None, error=error)
+            return
         if not outcome.succeeded:
             await self._finish(claim, outputs=None, error=outcome.error)
             return
@@ -245,6 +429,8 @@ class Engine:
             resource = await session.get(Resource, claim.resource_id)
             if execution is None or resource is None:
                 return
+            if execution.status != WorkflowStatus.RUNNING or execution.lease_owner != self.worker_id:
+                return  # cancelled or taken over meanwhile: not ours to finish
             execution.status = WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED
             execution.error_message = error
             execution.finished_at = now
@@ -259,42 +445,107 @@ class Engine:
             )
             if error:
                 await lifecycle.transition(session, resource, ResourceState.FAILED, error)
-            else:
+                return
+            if claim.operation == Operation.CREATE:
                 resource.outputs = outputs or {}
-                await lifecycle.transition(
-                    session, resource, ResourceState.ACTIVE, f"workflow {execution.workflow_name} succeeded"
-                )
+            elif claim.operation == Operation.UPDATE:
+                resource.outputs = {**resource.outputs, **(outputs or {})}
+            await lifecycle.transition(
+                session,
+                resource,
+                SUCCESS_STATE[Operation(claim.operation)],
+                f"workflow {execution.workflow_name} succeeded",
+            )
+            if claim.operation == Operation.DELETE:
+                app = await session.get(Application, resource.application_id)
+                if app is not None:
+                    await finish_application_deletion(session, app)
+
+
+def _loop_deadline(deadline: datetime | None) -> float | None:
+    if deadline is None:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - utcnow()).total_seconds()
 
 
 class _StepRecorder:
-    """Persists each step's progress as the runner reports it."""
+    """Persists each attempt of each step as the runner reports it, and streams it live."""
 
-    def __init__(self, store: Store, execution_id: str) -> None:
+    def __init__(self, store: Store, claim: Claim) -> None:
         self.store = store
-        self.execution_id = execution_id
+        self.claim = claim
+        self.current: int | None = None
 
-    async def _update(self, index: int, **values: Any) -> None:
+    def _publish(self, index: int, status: str, attempts: int, line: str | None = None) -> None:
+        self.store.hub.publish_step(
+            StepEvent(
+                workflow_id=self.claim.execution_id,
+                application_name=self.claim.app["name"],
+                step_name=self.claim.workflow.definition.steps[index].name,
+                status=status,
+                attempts=attempts,
+                log_line=line,
+                at=utcnow(),
+            )
+        )
+
+    def _row(self, index: int) -> Any:
+        return (WorkflowStep.execution_id == self.claim.execution_id) & (WorkflowStep.position == index)
+
+    async def attempt_started(self, index: int, step: Step) -> int:
+        self.current = index
+        async with self.store.transaction() as session:
+            result = await session.execute(
+                update(WorkflowStep)
+                .where(self._row(index))
+                .values(
+                    status=StepStatus.RUNNING,
+                    attempts=WorkflowStep.attempts + 1,
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error_message=None,
+                )
+                .returning(WorkflowStep.attempts)
+            )
+            attempt = int(result.scalar_one())
+        self._attempt = attempt
+        self._publish(index, StepStatus.RUNNING, attempt)
+        return attempt
+
+    async def attempt_finished(
+        self, index: int, step: Step, attempt: int, result: StepResult, final: bool
+    ) -> None:
+        marked = attempt > 1 or step.retries > 0
+        logs = result.logs
+        if marked:
+            outcome = "succeeded" if result.succeeded else f"failed: {result.error}"
+            logs = (
+                f"--- attempt {attempt} ---\n{logs}{'' if logs.endswith(chr(10)) or not logs else chr(10)}"
+                f"--- attempt {attempt} {outcome} ---\n"
+            )
+        status = StepStatus.RUNNING
+        if final:
+            status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED
+        values: dict[str, Any] = {"logs": WorkflowStep.logs + logs, "error_message": result.error}
+        if final:
+            values.update(status=status, outputs=result.outputs, finished_at=utcnow())
+        async with self.store.transaction() as session:
+            await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
+        self._publish(index, status, attempt)
+        if final:
+            self.current = None
+
+    async def log_line(self, index: int, stream: str, line: str) -> None:
+        self._publish(index, StepStatus.RUNNING, getattr(self, "_attempt", 1), line)
+
+    async def fail_current(self, error: str) -> None:
+        if self.current is None:
+            return
         async with self.store.transaction() as session:
             await session.execute(
                 update(WorkflowStep)
-                .where(WorkflowStep.execution_id == self.execution_id, WorkflowStep.position == index)
-                .values(**values)
+                .where(self._row(self.current))
+                .values(status=StepStatus.FAILED, error_message=error, finished_at=utcnow())
             )
-
-    async def step_started(self, index: int, step: Step) -> None:
-        await self._update(
-            index, status=StepStatus.RUNNING, started_at=utcnow(), attempts=WorkflowStep.attempts + 1
-        )
-
-    async def step_finished(self, index: int, step: Step, result: StepResult) -> None:
-        await self._update(
-            index,
-            status=StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED,
-            logs=result.logs,
-            outputs=result.outputs,
-            error_message=result.error,
-            finished_at=utcnow(),
-        )
-
-    async def log_line(self, index: int, stream: str, line: str) -> None:
-        return None  # logs are stored whole when the step ends
+        self._publish(self.current, StepStatus.FAILED, getattr(self, "_attempt", 1))

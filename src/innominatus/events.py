@@ -71,10 +71,57 @@ class _Subscriber:
         self.overflowed = False
 
 
+@dataclass(frozen=True)
+class StepEvent:
+    """A step's status change or one of its log lines; live only (the step rows hold the record)."""
+
+    workflow_id: str
+    application_name: str
+    step_name: str
+    status: str
+    attempts: int
+    log_line: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StepFilter:
+    workflow_id: str | None = None
+    application: str | None = None
+
+    def matches(self, event: StepEvent) -> bool:
+        if self.workflow_id is not None and event.workflow_id != self.workflow_id:
+            return False
+        return self.application is None or event.application_name == self.application
+
+
 class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
         self._listeners: list[Callable[[StateEvent], None]] = []
+        self._step_subscribers: set[tuple[StepFilter, asyncio.Queue[StepEvent | None]]] = set()
+
+    def publish_step(self, event: StepEvent) -> None:
+        for flt, queue in self._step_subscribers:
+            if flt.matches(event):
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    log.warning(
+                        "a step subscriber is too slow; a step event for %s was dropped", event.workflow_id
+                    )
+
+    async def steps(self, flt: StepFilter) -> AsyncIterator[StepEvent]:
+        """Step events as they happen (no replay: the stored steps and logs are the history)."""
+        entry = (flt, asyncio.Queue[StepEvent | None](maxsize=QUEUE_SIZE))
+        self._step_subscribers.add(entry)
+        try:
+            while True:
+                event = await entry[1].get()
+                if event is not None:
+                    yield event
+        finally:
+            self._step_subscribers.discard(entry)
 
     def add_listener(self, listener: Callable[[StateEvent], None]) -> None:
         """A synchronous callback for every committed event (the engine's wake-up)."""

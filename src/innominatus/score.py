@@ -169,14 +169,20 @@ def _mapping(value: Any) -> dict[Any, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _normalise(document: dict[str, Any]) -> ScoreSpec:
-    containers: dict[str, Any] = {}
-    for name, container in document["containers"].items():
+def normalise_containers(containers: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the containers with the `env` alias merged into `variables`."""
+    out: dict[str, Any] = {}
+    for name, container in containers.items():
         normal = copy.deepcopy(container)
         env = normal.pop("env", None)
         if env is not None:
             normal["variables"] = {**env, **normal.get("variables", {})}
-        containers[name] = normal
+        out[name] = normal
+    return out
+
+
+def _normalise(document: dict[str, Any]) -> ScoreSpec:
+    containers = normalise_containers(document["containers"])
     resources = {
         name: ScoreResource(
             name=name,

@@ -1,5 +1,6 @@
-"""Spec submission: a parsed Score spec becomes an application revision and resource rows, in one
-transaction. Nothing is stored unless the whole spec is valid."""
+"""Spec submission: a Score spec is checked whole, then diffed per resource against what is stored
+(new → create, changed → update, removed → delete, unchanged → nothing), all in one transaction.
+Nothing is stored unless every change can be made."""
 
 from __future__ import annotations
 
@@ -7,13 +8,27 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
 from innominatus.db.models import Application, ApplicationRevision, Resource, utcnow
+from innominatus.operations import (
+    BUSY,
+    OperationError,
+    busy_problem,
+    check_deletable,
+    live_resources,
+    lock_application,
+    start_delete,
+    start_update,
+    workflow_for,
+)
 from innominatus.problems import Problem
 from innominatus.providers import Catalog, ResolveError
-from innominatus.score import ScoreSpec, SpecError, parse_spec
+from innominatus.references import dependencies, find_cycle
+from innominatus.score import ScoreResource, ScoreSpec, SpecError, parse_spec
 from innominatus.states import Operation
+from innominatus.states import ResourceState as S
 from innominatus.store import Store
 
 _ATTEMPTS = 5
@@ -23,24 +38,26 @@ _ATTEMPTS = 5
 class SubmitResult:
     application: Application
     resources: list[Resource]
-    changed: bool  # False when the spec equals the current revision: nothing stored, nothing runs
+    changed: bool  # False when the spec equals the current revision: no new revision stored
 
 
 def validate(text: str | bytes, catalog: Catalog | None) -> ScoreSpec:
-    """The checks a submission passes before anything is stored (also used offline by the CLI)."""
+    """The checks a submission passes before anything is looked up (also used offline by the CLI)."""
     known = catalog.known_types() if catalog is not None and catalog.providers else None
     spec = parse_spec(text, known_types=known)
-    if catalog is None or not catalog.providers:
-        return spec
     problems: list[Problem] = []
-    for name, resource in spec.resources.items():
-        if catalog.provider_for(resource.type) is None:
-            continue  # parse_spec reported it
-        try:
-            catalog.resolve(resource.type, Operation.CREATE, resource.class_)
-        except ResolveError as exc:
-            path = f"resources.{name}.class" if resource.class_ is not None else f"resources.{name}.type"
-            problems.append(Problem(path, str(exc)))
+    cycle = find_cycle({name: dependencies(r.params) for name, r in spec.resources.items()})
+    if cycle:
+        problems.append(Problem(f"resources.{cycle[0]}", f"dependency cycle: {' → '.join(cycle)}"))
+    if catalog is not None and catalog.providers:
+        for name, resource in spec.resources.items():
+            if catalog.provider_for(resource.type) is None:
+                continue  # parse_spec reported it
+            try:
+                catalog.resolve(resource.type, Operation.CREATE, resource.class_)
+            except ResolveError as exc:
+                path = f"resources.{name}.class" if resource.class_ is not None else f"resources.{name}.type"
+                problems.append(Problem(path, str(exc)))
     if problems:
         raise SpecError(problems)
     return spec
@@ -53,7 +70,8 @@ async def submit(
     spec_text = text.decode("utf-8") if isinstance(text, bytes) else text
     for attempt in range(_ATTEMPTS):
         try:
-            return await _store(store, catalog, spec, spec_text, team)
+            async with store.transaction() as session:
+                return await _apply(session, catalog, spec, spec_text, team)
         except IntegrityError:
             # A concurrent first submission of the same app won the insert; go again, now as an update.
             if attempt == _ATTEMPTS - 1:
@@ -61,29 +79,29 @@ async def submit(
     raise AssertionError("unreachable")
 
 
-async def _store(
-    store: Store, catalog: Catalog, spec: ScoreSpec, spec_text: str, team: str | None
+async def _apply(
+    session: AsyncSession, catalog: Catalog, spec: ScoreSpec, spec_text: str, team: str | None
 ) -> SubmitResult:
-    async with store.transaction() as session:
-        query = select(Application).where(Application.name == spec.name)
-        if store.dialect == "postgresql":
-            query = query.with_for_update()
-        app = await session.scalar(query)
-        now = utcnow()
-        if app is None:
-            app = Application(
-                name=spec.name, team=team, revision=1, spec=spec.document, created_at=now, updated_at=now
-            )
-            session.add(app)
-            await session.flush()
-        elif app.spec == spec.document and app.deleted_at is None:
-            resources = await _resources(session, app.id)
-            return SubmitResult(app, resources, changed=False)
-        else:
-            app.revision += 1
-            app.spec = spec.document
-            app.updated_at = now
-            app.deleted_at = None
+    now = utcnow()
+    app = await lock_application(session, spec.name)
+    if app is not None and app.delete_requested_at is not None and app.deleted_at is None:
+        raise SpecError(
+            [Problem("metadata.name", f"application '{spec.name}' is being deleted; submit it again later")]
+        )
+    live = await live_resources(session, app.id) if app is not None else {}
+    _check_changes(catalog, spec, live)
+
+    if app is None:
+        app = Application(name=spec.name, team=team, revision=0, spec={}, created_at=now, updated_at=now)
+        session.add(app)
+        await session.flush()
+    new_revision = app.revision == 0 or app.spec != spec.document or app.deleted_at is not None
+    if new_revision:
+        app.revision += 1
+        app.spec = spec.document
+        app.updated_at = now
+        app.deleted_at = None
+        app.delete_requested_at = None
         session.add(
             ApplicationRevision(
                 application_id=app.id,
@@ -93,32 +111,98 @@ async def _store(
                 created_at=now,
             )
         )
-        existing = {r.name: r for r in await _resources(session, app.id)}
-        for name, wanted in spec.resources.items():
-            if name in existing:
-                continue  # changes and removals are the lifecycle's (update/delete workflows)
-            found = catalog.provider_for(wanted.type)
-            resource = Resource(
-                application_id=app.id,
-                application_name=app.name,
-                name=name,
-                type=wanted.type,
-                resource_class=wanted.class_,
-                properties=wanted.params,
-                provider=found[0].name if found else None,
-                outputs={},
-                created_at=now,
-                updated_at=now,
-            )
-            await lifecycle.create(session, resource, team=app.team)
-        resources = await _resources(session, app.id)
-        return SubmitResult(app, resources, changed=True)
 
+    for name, wanted in spec.resources.items():
+        current = live.get(name)
+        deps = sorted(dependencies(wanted.params))
+        if current is None:
+            await _create(session, catalog, app, wanted, deps, now)
+            continue
+        current.depends_on = deps
+        if not _differs(current, wanted):
+            continue
+        if current.state == S.ACTIVE:
+            await start_update(session, catalog, current, wanted.params, wanted.class_, team=app.team)
+        else:  # REQUESTED: not started yet; FAILED: create runs again with the new values
+            current.properties = wanted.params
+            current.resource_class = wanted.class_
+            if current.state == S.FAILED:
+                await lifecycle.transition(session, current, S.REQUESTED, "spec changed", team=app.team)
+    for name, current in live.items():
+        if name not in spec.resources:
+            await start_delete(session, catalog, current, reason="removed from spec", team=app.team)
 
-async def _resources(session, application_id: str) -> list[Resource]:  # type: ignore[no-untyped-def]
+    await session.flush()
     rows = await session.scalars(
-        select(Resource)
-        .where(Resource.application_id == application_id)
-        .order_by(Resource.created_at, Resource.name)
+        select(Resource).where(Resource.application_id == app.id).order_by(Resource.created_at, Resource.name)
     )
-    return list(rows)
+    return SubmitResult(app, list(rows), changed=new_revision)
+
+
+def _differs(current: Resource, wanted: ScoreResource) -> bool:
+    # Compared as written: placeholders stay unresolved on both sides.
+    return current.properties != wanted.params or current.resource_class != wanted.class_
+
+
+def _check_changes(catalog: Catalog, spec: ScoreSpec, live: dict[str, Resource]) -> None:
+    """Every reason the diff cannot be applied, as one refusal, before anything is written."""
+    problems: list[Problem] = []
+    for name, wanted in spec.resources.items():
+        current = live.get(name)
+        if current is None:
+            continue
+        if current.type != wanted.type:
+            problems.append(
+                Problem(
+                    f"resources.{name}.type",
+                    f"cannot change the type of resource '{name}' from '{current.type}' to '{wanted.type}'; "
+                    "remove it and add it under another name",
+                )
+            )
+            continue
+        if not _differs(current, wanted):
+            continue
+        if current.state in BUSY:
+            problems.append(busy_problem(current))
+        elif current.state == S.ACTIVE:
+            problems.extend(
+                _refusal(lambda c=current, w=wanted: workflow_for(catalog, c, Operation.UPDATE, w.class_))
+            )
+    for name, current in live.items():
+        if name not in spec.resources:
+            problems.extend(_refusal(lambda c=current: check_deletable(catalog, c)))
+    if problems:
+        raise SpecError(problems)
+
+
+def _refusal(check: object) -> list[Problem]:
+    try:
+        check()  # type: ignore[operator]
+    except OperationError as exc:
+        return exc.problems
+    return []
+
+
+async def _create(
+    session: AsyncSession,
+    catalog: Catalog,
+    app: Application,
+    wanted: ScoreResource,
+    deps: list[str],
+    now: object,
+) -> None:
+    found = catalog.provider_for(wanted.type)
+    resource = Resource(
+        application_id=app.id,
+        application_name=app.name,
+        name=wanted.name,
+        type=wanted.type,
+        resource_class=wanted.class_,
+        properties=wanted.params,
+        depends_on=deps,
+        provider=found[0].name if found else None,
+        outputs={},
+        created_at=now,
+        updated_at=now,
+    )
+    await lifecycle.create(session, resource, team=app.team)

@@ -156,7 +156,7 @@ def test_unknown_keys_load_with_a_warning(tmp_path: Path, caplog: pytest.LogCapt
     caplog.set_level(logging.WARNING)
     upstream_step = (
         "apiVersion: innominatus.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: provision-thing\n"
-        "steps:\n  - name: run\n    type: policy\n    retries: 3\n    config:\n      script: echo\n"
+        "steps:\n  - name: run\n    type: policy\n    when: always\n    config:\n      script: echo\n"
     )
     d = write_provider(
         tmp_path,
@@ -170,7 +170,7 @@ def test_unknown_keys_load_with_a_warning(tmp_path: Path, caplog: pytest.LogCapt
     for key in (
         "provider.yaml.compatibility",
         "provider.yaml.maintainer",
-        "provision-thing.yaml.steps[0].retries",
+        "provision-thing.yaml.steps[0].when",
     ):
         assert f"{key}: unknown key ignored" in caplog.text, caplog.text
 

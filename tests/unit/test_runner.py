@@ -3,6 +3,7 @@ including workflow files written for upstream innominatus (Go templates), loaded
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,21 @@ class Recorder:
         self.results: dict[str, StepResult] = {}
         self.lines: list[tuple[int, str, str]] = []
 
-    async def step_started(self, index: int, step: Step) -> None:
-        self.events.append(("started", index, step.name))
+        self.attempts: dict[int, int] = {}
+        self.finals: list[tuple[str, int, bool]] = []
 
-    async def step_finished(self, index: int, step: Step, result: StepResult) -> None:
-        self.events.append(("finished", index, step.name))
-        self.results[step.name] = result
+    async def attempt_started(self, index: int, step: Step) -> int:
+        self.events.append(("started", index, step.name))
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        return self.attempts[index]
+
+    async def attempt_finished(
+        self, index: int, step: Step, attempt: int, result: StepResult, final: bool
+    ) -> None:
+        self.finals.append((step.name, attempt, final))
+        if final:
+            self.events.append(("finished", index, step.name))
+            self.results[step.name] = result
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
         self.lines.append((index, stream, line))
@@ -507,3 +517,52 @@ def test_upstream_outputs_with_given_step_outputs(upstream: WorkflowDefinition) 
     run.steps["get-credentials"] = {"outputs": {"username": "u", "password": "p", "connection_string": "c"}}
     outputs = render_outputs(upstream, run)
     assert (outputs["username"], outputs["password"], outputs["connection_string"]) == ("u", "p", "c")
+
+
+async def test_a_step_is_retried_with_doubling_delays(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    definition = load(
+        tmp_path,
+        f"""
+        metadata: {{name: wf}}
+        steps:
+          - name: flaky
+            type: policy
+            retries: 3
+            retryDelay: 0.1
+            config:
+              script: |
+                n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; date +%s.%N >> {counter}.times
+                [ $n -ge 3 ] || {{ echo "attempt $n fails" >&2; exit 1; }}
+                echo '{{"tries": "'$n'"}}'
+        """,
+    )
+    hooks = Recorder()
+    outcome = await run_steps(definition, RunContext({}, {}, {}), hooks)
+    assert outcome.succeeded
+    assert hooks.finals == [("flaky", 1, False), ("flaky", 2, False), ("flaky", 3, True)]
+    assert hooks.results["flaky"].outputs == {"tries": "3"}
+    times = [float(t) for t in (tmp_path / "count.times").read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # 0.1 s, then doubled
+
+
+async def test_retries_run_out_and_the_last_error_is_reported(tmp_path: Path) -> None:
+    definition = load(
+        tmp_path,
+        """
+        metadata: {name: wf}
+        steps:
+          - name: broken
+            type: policy
+            retries: 1
+            retryDelay: 0.05
+            config:
+              script: echo nope >&2; exit 4
+        """,
+    )
+    hooks = Recorder()
+    outcome = await run_steps(definition, RunContext({}, {}, {}), hooks)
+    assert not outcome.succeeded
+    assert hooks.finals == [("broken", 1, False), ("broken", 2, True)]
+    assert outcome.error == "step 'broken' failed: exit code 4: nope"

@@ -7,9 +7,11 @@ from collections.abc import AsyncGenerator
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.scalars import JSON
 
-from innominatus import specs
+from innominatus import operations, specs
 from innominatus.api.context import Context
 from innominatus.api.errors import bad_input, not_found
 from innominatus.api.types import (
@@ -21,11 +23,15 @@ from innominatus.api.types import (
     SubmitSpecPayload,
     WorkflowExecution,
     WorkflowStatus,
+    WorkflowStepEvent,
+    WorkflowStepState,
 )
 from innominatus.db import models
-from innominatus.events import EventFilter, stream
+from innominatus.events import EventFilter, StepFilter, stream
+from innominatus.problems import Problem
 from innominatus.score import SpecError
 from innominatus.states import ResourceState as ResourceStateEnum
+from innominatus.states import StepStatus as StepStatusEnum
 
 Info = strawberry.Info[Context, None]
 
@@ -112,6 +118,19 @@ class Query:
         return WorkflowExecution.from_row(row)
 
 
+async def _locked_resource(
+    session: AsyncSession, resource_id: str
+) -> tuple[models.Application, models.Resource]:
+    resource = await session.get(models.Resource, resource_id)
+    if resource is None:
+        raise not_found("resource", resource_id)
+    app = await session.get(models.Application, resource.application_id)
+    assert app is not None
+    await operations.lock_application(session, app.name)  # racing changes to one app queue up here
+    await session.refresh(resource)
+    return app, resource
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
@@ -127,6 +146,48 @@ class Mutation:
             resources=[Resource.from_row(r) for r in result.resources],
             changed=result.changed,
         )
+
+    @strawberry.mutation(
+        description="Merge properties into an ACTIVE resource's current ones and run its update workflow."
+    )
+    async def update_resource(self, info: Info, id: strawberry.ID, properties: JSON) -> Resource:
+        if not isinstance(properties, dict):
+            raise bad_input("properties must be an object", [Problem("properties", "must be an object")])
+        try:
+            async with info.context.store.transaction() as session:
+                app, resource = await _locked_resource(session, str(id))
+                await operations.update_properties(session, info.context.catalog, app, resource, properties)
+                return Resource.from_row(resource)
+        except operations.OperationError as exc:
+            raise bad_input(str(exc), exc.problems) from None
+
+    @strawberry.mutation(
+        description="Delete every resource of an application (dependents first), then the application. "
+        "Its resources and executions stay queryable as history."
+    )
+    async def delete_application(self, info: Info, name: str) -> Application:
+        try:
+            async with info.context.store.transaction() as session:
+                app = await operations.lock_application(session, name)
+                if app is None or app.deleted_at is not None:
+                    raise operations.NotFound("application", name)
+                await operations.delete_application(session, info.context.catalog, app)
+                return Application.from_row(app)
+        except operations.NotFound as exc:
+            raise not_found(exc.kind, exc.key) from None
+
+    @strawberry.mutation(
+        description="Re-run a FAILED resource's last workflow from its first failed step; returns once the "
+        "resource has left FAILED."
+    )
+    async def retry_resource(self, info: Info, id: strawberry.ID) -> Resource:
+        try:
+            async with info.context.store.transaction() as session:
+                app, resource = await _locked_resource(session, str(id))
+                await operations.retry(session, resource, team=app.team)
+                return Resource.from_row(resource)
+        except operations.OperationError as exc:
+            raise bad_input(str(exc), exc.problems) from None
 
 
 @strawberry.type
@@ -153,6 +214,26 @@ class Subscription:
                 from_state=ResourceStateEnum(event.from_state) if event.from_state else None,
                 to_state=ResourceStateEnum(event.to_state),
                 reason=event.reason,
+                at=event.at,
+            )
+
+    @strawberry.subscription(
+        description="Each step status change and each log line of a workflow run, as they happen (live only)."
+    )
+    async def workflow_step_changed(
+        self, info: Info, workflow_id: strawberry.ID | None = None, application: str | None = None
+    ) -> AsyncGenerator[WorkflowStepEvent, None]:
+        flt = StepFilter(
+            workflow_id=str(workflow_id) if workflow_id is not None else None, application=application
+        )
+        async for event in info.context.store.hub.steps(flt):
+            yield WorkflowStepEvent(
+                workflow_id=strawberry.ID(event.workflow_id),
+                application=event.application_name,
+                step=WorkflowStepState(
+                    name=event.step_name, status=StepStatusEnum(event.status), attempts=event.attempts
+                ),
+                log_line=event.log_line,
                 at=event.at,
             )
 

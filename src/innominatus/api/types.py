@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 
 from innominatus.db import models
 from innominatus.providers import Provider as ProviderModel
+from innominatus.references import LiveResource, Workload, workload
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 from innominatus.states import WorkflowStatus as WorkflowStatusEnum
@@ -109,6 +110,7 @@ class WorkflowExecution:
     finished_at: datetime | None
     resource_id: strawberry.Private[str]
     application_name: str
+    retry_of_id: strawberry.Private[str | None]
 
     @classmethod
     def from_row(cls, row: models.WorkflowExecution) -> WorkflowExecution:
@@ -123,7 +125,16 @@ class WorkflowExecution:
             finished_at=row.finished_at,
             resource_id=row.resource_id,
             application_name=row.application_name,
+            retry_of_id=row.retry_of,
         )
+
+    @strawberry.field(description="The execution this one retries, if it is a retry.")
+    async def retry_of(self, info: strawberry.Info[Context, None]) -> WorkflowExecution | None:
+        if self.retry_of_id is None:
+            return None
+        async with info.context.store.session() as session:
+            row = await session.get(models.WorkflowExecution, self.retry_of_id)
+        return WorkflowExecution.from_row(row) if row is not None else None
 
     @strawberry.field
     async def resource(self, info: strawberry.Info[Context, None]) -> Resource:
@@ -158,6 +169,8 @@ class Resource:
     created_at: datetime
     updated_at: datetime
     workflow_execution_id: strawberry.Private[str | None]
+    application_id: strawberry.Private[str]
+    depends_on_names: strawberry.Private[list[str]]
 
     @classmethod
     def from_row(cls, row: models.Resource) -> Resource:
@@ -175,7 +188,30 @@ class Resource:
             created_at=row.created_at,
             updated_at=row.updated_at,
             workflow_execution_id=row.workflow_execution_id,
+            application_id=row.application_id,
+            depends_on_names=list(row.depends_on or []),
         )
+
+    async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
+        async with info.context.store.session() as session:
+            rows = await session.scalars(
+                select(models.Resource)
+                .where(
+                    models.Resource.application_id == self.application_id, models.Resource.state != "DELETED"
+                )
+                .order_by(models.Resource.created_at, models.Resource.name)
+            )
+            return [r for r in rows if r.id != self.id]
+
+    @strawberry.field(
+        description="The resources this one's params reference (it waits for them to be ACTIVE)."
+    )
+    async def depends_on(self, info: strawberry.Info[Context, None]) -> list[Resource]:
+        return [Resource.from_row(r) for r in await self._siblings(info) if r.name in self.depends_on_names]
+
+    @strawberry.field(description="The resources whose params reference this one.")
+    async def required_by(self, info: strawberry.Info[Context, None]) -> list[Resource]:
+        return [Resource.from_row(r) for r in await self._siblings(info) if self.name in (r.depends_on or [])]
 
     @strawberry.field
     async def workflow_execution(self, info: strawberry.Info[Context, None]) -> WorkflowExecution | None:
@@ -212,6 +248,7 @@ class Application:
     created_at: datetime
     updated_at: datetime
     id: strawberry.Private[str]
+    _workload: strawberry.Private[Workload | None] = None
 
     @classmethod
     def from_row(cls, row: models.Application) -> Application:
@@ -233,6 +270,52 @@ class Application:
                 .order_by(models.Resource.created_at, models.Resource.name)
             )
             return [Resource.from_row(r) for r in rows]
+
+    async def _resolved(self, info: strawberry.Info[Context, None]) -> Workload:
+        if self._workload is None:
+            async with info.context.store.session() as session:
+                rows = await session.scalars(
+                    select(models.Resource).where(
+                        models.Resource.application_id == self.id, models.Resource.state != "DELETED"
+                    )
+                )
+                live = {r.name: LiveResource(r.id, r.state, r.outputs) for r in rows}
+            self._workload = workload(self.spec, live)
+        return self._workload
+
+    @strawberry.field(
+        description="The containers with every placeholder resolved; null until all resources are ACTIVE."
+    )
+    async def workload(self, info: strawberry.Info[Context, None]) -> JSON | None:
+        return (await self._resolved(info)).containers
+
+    @strawberry.field(description="The resources the workload waits for (not ACTIVE yet).")
+    async def pending_resources(self, info: strawberry.Info[Context, None]) -> list[str]:
+        return (await self._resolved(info)).pending
+
+    @strawberry.field(
+        description="Placeholders naming outputs a provider never produced; the rest still resolves."
+    )
+    async def workload_errors(self, info: strawberry.Info[Context, None]) -> list[str]:
+        return (await self._resolved(info)).errors
+
+
+@strawberry.type
+class WorkflowStepState:
+    name: str
+    status: StepStatus
+    attempts: int
+
+
+@strawberry.type
+class WorkflowStepEvent:
+    workflow_id: strawberry.ID
+    application: str
+    step: WorkflowStepState
+    log_line: str | None = strawberry.field(
+        description="Set when the event is a log line; null for status changes."
+    )
+    at: datetime
 
 
 @strawberry.type

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +73,8 @@ class Application(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by deleteApplication; the application leaves `applications` once every resource is DELETED.
+    delete_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApplicationRevision(Base):
@@ -91,7 +94,15 @@ class ApplicationRevision(Base):
 class Resource(Base):
     __tablename__ = "resources"
     __table_args__ = (
-        UniqueConstraint("application_id", "name", name="uq_resources_app_name"),
+        # One live resource per name; DELETED ones stay as history and a name may be reused.
+        Index(
+            "uq_resources_live_name",
+            "application_id",
+            "name",
+            unique=True,
+            sqlite_where=text("state != 'DELETED'"),
+            postgresql_where=text("state != 'DELETED'"),
+        ),
         Index("ix_resources_state", "state"),
         Index("ix_resources_application_name", "application_name"),
     )
@@ -104,7 +115,12 @@ class Resource(Base):
     type: Mapped[str] = mapped_column(String(128))
     resource_class: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16))
-    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    properties: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, default=dict
+    )  # as written: placeholders kept
+    depends_on: Mapped[list[str]] = mapped_column(
+        JSONType, default=list
+    )  # names of resources its params reference
     provider: Mapped[str | None] = mapped_column(String(128))
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -160,6 +176,7 @@ class WorkflowExecution(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retry_of: Mapped[str | None] = mapped_column(String(36))
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # workflow-level timeout
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

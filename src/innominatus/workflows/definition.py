@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 PARAMETER_TYPES = ("string", "number", "integer", "boolean", "array", "object")
 DEFAULT_STEP_TIMEOUT = 300.0
+DEFAULT_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 60.0
+MAX_RETRIES = 100
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
 
@@ -39,6 +42,9 @@ class Step:
     config: dict[str, Any]
     timeout: float
     templates: dict[str, Template] = field(default_factory=dict)  # config key → compiled template
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY  # seconds before the first retry; doubles, capped
+    idempotent: bool = True  # False: an interrupted run fails instead of running the step again
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class WorkflowDefinition:
     parameters: tuple[Parameter, ...]
     steps: tuple[Step, ...]
     outputs: tuple[OutputSpec, ...]
+    timeout: float | None = None  # the whole workflow, counted from its first start
 
 
 class _Fields:
@@ -139,7 +146,9 @@ def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> Wo
         doc = load_yaml(text, display)
     except YamlError as exc:
         raise DefinitionError(str(exc)) from None
-    top = _Fields(doc, display, {"apiVersion", "kind", "metadata", "parameters", "steps", "outputs"})
+    top = _Fields(
+        doc, display, {"apiVersion", "kind", "metadata", "parameters", "steps", "outputs", "timeout"}
+    )
     kind = top.get("kind", str)
     if kind is not None and kind != "Workflow":
         raise DefinitionError(f"{display}.kind: must be 'Workflow', got {kind!r}")
@@ -189,6 +198,7 @@ def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> Wo
             )
         template = _compile(str(source), where, shell=False, step_names=step_names)
         outputs.append(OutputSpec(name=str(key), template=template, sensitive=sensitive))
+    timeout = parse_duration(doc["timeout"], f"{display}.timeout") if doc.get("timeout") is not None else None
     return WorkflowDefinition(
         name=name,
         description=description,
@@ -196,6 +206,7 @@ def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> Wo
         parameters=parameters,
         steps=tuple(steps),
         outputs=tuple(outputs),
+        timeout=timeout,
     )
 
 
@@ -239,9 +250,13 @@ def value_has_type(ptype: str, value: Any) -> bool:
 
 
 def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str]) -> Step:
-    # Keys other versions know (`retries`, `when`, `env`...) are not implemented here: they are warned
-    # about as unknown keys rather than silently accepted.
-    f = _Fields(raw, where, {"name", "type", "config", "timeout", "description"})
+    # Keys other versions know (`when`, `env`...) are not implemented here: they are warned about as
+    # unknown keys rather than silently accepted.
+    f = _Fields(
+        raw,
+        where,
+        {"name", "type", "config", "timeout", "description", "retries", "retryDelay", "idempotent"},
+    )
     name = f.get("name", str, required=True)
     stype = f.get("type", str, required=True)
     if stype not in step_types:
@@ -257,7 +272,24 @@ def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str
     templates: dict[str, Template] = {}
     for key, shell in step_types[stype].template_fields(config, f"{where}.config"):
         templates[key] = _compile(config[key], f"{where}.config.{key}", shell=shell, step_names=step_names)
-    return Step(name=name, type=stype, config=config, timeout=timeout, templates=templates)
+    retries = f.get("retries", int, default=0)
+    if not 0 <= retries <= MAX_RETRIES:
+        raise DefinitionError(f"{where}.retries: must be between 0 and {MAX_RETRIES}, got {retries}")
+    retry_delay = (
+        parse_duration(raw["retryDelay"], f"{where}.retryDelay")
+        if raw.get("retryDelay") is not None
+        else DEFAULT_RETRY_DELAY
+    )
+    return Step(
+        name=name,
+        type=stype,
+        config=config,
+        timeout=timeout,
+        templates=templates,
+        retries=retries,
+        retry_delay=min(retry_delay, MAX_RETRY_DELAY),
+        idempotent=f.get("idempotent", bool, default=True),
+    )
 
 
 def _compile(source: str, where: str, *, shell: bool, step_names: list[str]) -> Template:

@@ -5,12 +5,13 @@ It knows nothing of the database; the engine persists what the hooks report.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from innominatus.workflows.definition import Step, WorkflowDefinition, value_has_type
+from innominatus.workflows.definition import MAX_RETRY_DELAY, Step, WorkflowDefinition, value_has_type
 from innominatus.workflows.policy import StepResult
 from innominatus.workflows.steps import STEP_TYPES
 from innominatus.workflows.templates import RenderError
@@ -56,8 +57,14 @@ class RunContext:
 
 
 class StepHooks(Protocol):
-    async def step_started(self, index: int, step: Step) -> None: ...
-    async def step_finished(self, index: int, step: Step, result: StepResult) -> None: ...
+    async def attempt_started(self, index: int, step: Step) -> int:
+        """Record a new attempt of the step; returns its number (1 for the first ever)."""
+        ...
+
+    async def attempt_finished(
+        self, index: int, step: Step, attempt: int, result: StepResult, final: bool
+    ) -> None: ...
+
     async def log_line(self, index: int, stream: str, line: str) -> None: ...
 
 
@@ -71,16 +78,29 @@ class RunOutcome:
 async def run_steps(
     definition: WorkflowDefinition, ctx: RunContext, hooks: StepHooks, start_at: int = 0
 ) -> RunOutcome:
+    """Run the steps from `start_at`; earlier steps' outputs must already be in ctx.steps."""
     for index, step in enumerate(definition.steps):
         if index < start_at:
             continue
-        await hooks.step_started(index, step)
-        result = await _run_step(index, step, ctx, hooks)
-        await hooks.step_finished(index, step, result)
+        result = await _run_with_retries(index, step, ctx, hooks)
         if not result.succeeded:
             return RunOutcome(False, step.name, f"step '{step.name}' failed: {result.error}")
         ctx.steps[step.name] = {"outputs": result.outputs}
     return RunOutcome(True)
+
+
+async def _run_with_retries(index: int, step: Step, ctx: RunContext, hooks: StepHooks) -> StepResult:
+    delay = step.retry_delay
+    for remaining in range(step.retries, -1, -1):
+        attempt = await hooks.attempt_started(index, step)
+        result = await _run_step(index, step, ctx, hooks)
+        final = result.succeeded or remaining == 0
+        await hooks.attempt_finished(index, step, attempt, result, final)
+        if final:
+            return result
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_RETRY_DELAY)
+    raise AssertionError("unreachable")
 
 
 async def _run_step(index: int, step: Step, ctx: RunContext, hooks: StepHooks) -> StepResult:

@@ -1,0 +1,57 @@
+"""Upgrading a database that already holds data keeps every row (SQLite copies tables to alter them)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from innominatus.db import database
+from tests.conftest import create_pg_database
+
+
+async def test_upgrade_from_first_revision_keeps_history(db_url: str, request: pytest.FixtureRequest) -> None:
+    if db_url.startswith("postgresql"):
+        db_url = await create_pg_database(
+            request.getfixturevalue("pg_server")
+        )  # an empty one, at no revision
+    engine = database.create_engine(db_url)
+    try:
+        await database.upgrade(engine, "0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO applications (id, name, revision, spec, created_at, updated_at) "
+                    "VALUES ('a1', 'app', 1, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO resources (id, application_id, application_name, name, type, state, properties, "
+                    "outputs, created_at, updated_at) VALUES ('r1', 'a1', 'app', 'db', 't', 'ACTIVE', '{}', '{}', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO resource_transitions (resource_id, to_state, at) VALUES ('r1', 'REQUESTED', "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO workflow_executions (id, resource_id, application_name, workflow_name, operation, "
+                    "provider, status, inputs, started_at) VALUES ('e1', 'r1', 'app', 'w', 'create', 'p', "
+                    "'SUCCEEDED', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+        await database.upgrade(engine)
+        async with engine.connect() as conn:
+            counts = [
+                (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()  # noqa: S608 - fixed names
+                for table in ("applications", "resources", "resource_transitions", "workflow_executions")
+            ]
+            depends = (await conn.execute(text("SELECT depends_on FROM resources"))).scalar()
+        assert counts == [1, 1, 1, 1]
+        assert depends in ("[]", [])
+    finally:
+        await engine.dispose()
