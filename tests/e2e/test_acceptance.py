@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gql import Client, GraphQLRequest, gql
+from gql import GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
-from gql.transport.httpx import HTTPXAsyncTransport
-from gql.transport.websockets import WebsocketsTransport
 
 from tests.conftest import FIXTURES, fresh_pg_database
+from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, run_server
 
 SPEC = (FIXTURES / "postgres-mock-app.yaml").read_text()
@@ -33,26 +31,6 @@ WORKFLOWS = gql(
     "query($app: String) { workflows(application: $app) { id workflowName status "
     "steps { name type status logs errorMessage } } }"
 )
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp(f"server-{request.param}")
-    url = None
-    if request.param == "postgres":
-        url = fresh_pg_database(request.getfixturevalue("pg_server")).replace(
-            "postgresql://", "postgresql+asyncpg://", 1
-        )
-    with run_server(workdir, database_url=url) as srv:
-        yield srv
-
-
-def http_client(server: Server) -> Client:
-    return Client(transport=HTTPXAsyncTransport(url=server.graphql, timeout=30))
-
-
-def ws_client(server: Server) -> Client:
-    return Client(transport=WebsocketsTransport(url=server.websocket))
 
 
 def test_health_and_ready(server: Server) -> None:
