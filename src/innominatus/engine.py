@@ -210,7 +210,7 @@ class Engine:
 
     async def _claim(self, limit: int) -> list[Claim]:
         claims: list[Claim] = []
-        async with self.store.transaction() as session:
+        async with self.store.transaction(sequenced=True) as session:
             await self._claim_requested(session, limit, claims)
             if len(claims) < limit:
                 await self._claim_runs(session, limit, claims)
@@ -424,7 +424,7 @@ class Engine:
 
     async def _finish(self, claim: Claim, *, outputs: dict[str, Any] | None, error: str | None) -> None:
         now = utcnow()
-        async with self.store.transaction() as session:
+        async with self.store.transaction(sequenced=True) as session:
             execution = await session.get(WorkflowExecution, claim.execution_id)
             resource = await session.get(Resource, claim.resource_id)
             if execution is None or resource is None:

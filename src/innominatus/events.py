@@ -99,7 +99,7 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[_Subscriber] = set()
         self._listeners: list[Callable[[StateEvent], None]] = []
-        self._step_subscribers: set[tuple[StepFilter, asyncio.Queue[StepEvent | None]]] = set()
+        self._step_subscribers: set[tuple[StepFilter, asyncio.Queue[StepEvent]]] = set()
 
     def publish_step(self, event: StepEvent) -> None:
         for flt, queue in self._step_subscribers:
@@ -113,13 +113,11 @@ class EventHub:
 
     async def steps(self, flt: StepFilter) -> AsyncIterator[StepEvent]:
         """Step events as they happen (no replay: the stored steps and logs are the history)."""
-        entry = (flt, asyncio.Queue[StepEvent | None](maxsize=QUEUE_SIZE))
+        entry = (flt, asyncio.Queue[StepEvent](maxsize=QUEUE_SIZE))
         self._step_subscribers.add(entry)
         try:
             while True:
-                event = await entry[1].get()
-                if event is not None:
-                    yield event
+                yield await entry[1].get()
         finally:
             self._step_subscribers.discard(entry)
 

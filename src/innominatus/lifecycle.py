@@ -36,6 +36,19 @@ class IllegalTransition(RuntimeError):
     """A bug: some code asked for a state change the machine does not have."""
 
 
+async def lock_sequence(session: AsyncSession) -> None:
+    """Take the event-order lock (PostgreSQL; SQLite's write lock already orders commits).
+
+    Transactions that will change states take it first thing (Store.transaction(sequenced=True)), so
+    no transaction ever waits for it while holding a row lock another one needs: no deadlocks.
+    """
+    if session.bind.dialect.name != "postgresql" or session.info.get(_SEQUENCE_LOCK):
+        return
+    with session.no_autoflush:  # a new resource is flushed later, once its state is set
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCE_LOCK_KEY})
+    session.info[_SEQUENCE_LOCK] = True
+
+
 def can_transition(from_state: S | None, to_state: S) -> bool:
     return to_state in ALLOWED[from_state]
 
@@ -51,10 +64,7 @@ async def transition(
     from_state = S(resource.state) if resource.state is not None else None
     if not can_transition(from_state, to_state):
         raise IllegalTransition(f"resource {resource.id}: {from_state} → {to_state} is not allowed")
-    if session.bind.dialect.name == "postgresql" and not session.info.get(_SEQUENCE_LOCK):
-        with session.no_autoflush:  # a new resource is flushed below, once its state is set
-            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCE_LOCK_KEY})
-        session.info[_SEQUENCE_LOCK] = True
+    await lock_sequence(session)
     now = utcnow()
     resource.state = to_state.value
     resource.updated_at = now

@@ -70,7 +70,7 @@ async def submit(
     spec_text = text.decode("utf-8") if isinstance(text, bytes) else text
     for attempt in range(_ATTEMPTS):
         try:
-            async with store.transaction() as session:
+            async with store.transaction(sequenced=True) as session:
                 return await _apply(session, catalog, spec, spec_text, team)
         except IntegrityError:
             # A concurrent first submission of the same app won the insert; go again, now as an update.
@@ -147,40 +147,27 @@ def _differs(current: Resource, wanted: ScoreResource) -> bool:
 def _check_changes(catalog: Catalog, spec: ScoreSpec, live: dict[str, Resource]) -> None:
     """Every reason the diff cannot be applied, as one refusal, before anything is written."""
     problems: list[Problem] = []
-    for name, wanted in spec.resources.items():
-        current = live.get(name)
-        if current is None:
-            continue
-        if current.type != wanted.type:
-            problems.append(
-                Problem(
-                    f"resources.{name}.type",
-                    f"cannot change the type of resource '{name}' from '{current.type}' to '{wanted.type}'; "
-                    "remove it and add it under another name",
-                )
-            )
-            continue
-        if not _differs(current, wanted):
-            continue
-        if current.state in BUSY:
-            problems.append(busy_problem(current))
-        elif current.state == S.ACTIVE:
-            problems.extend(
-                _refusal(lambda c=current, w=wanted: workflow_for(catalog, c, Operation.UPDATE, w.class_))
-            )
     for name, current in live.items():
-        if name not in spec.resources:
-            problems.extend(_refusal(lambda c=current: check_deletable(catalog, c)))
+        wanted = spec.resources.get(name)
+        try:
+            if wanted is None:
+                check_deletable(catalog, current)
+            elif current.type != wanted.type:
+                problems.append(
+                    Problem(
+                        f"resources.{name}.type",
+                        f"cannot change the type of resource '{name}' from '{current.type}' to "
+                        f"'{wanted.type}'; remove it and add it under another name",
+                    )
+                )
+            elif _differs(current, wanted) and current.state in BUSY:
+                problems.append(busy_problem(current))
+            elif _differs(current, wanted) and current.state == S.ACTIVE:
+                workflow_for(catalog, current, Operation.UPDATE, wanted.class_)
+        except OperationError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
-
-
-def _refusal(check: object) -> list[Problem]:
-    try:
-        check()  # type: ignore[operator]
-    except OperationError as exc:
-        return exc.problems
-    return []
 
 
 async def _create(

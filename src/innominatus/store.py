@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import sessionmaker
 from innominatus.events import EventHub, StateEvent
-from innominatus.lifecycle import PENDING_EVENTS
+from innominatus.lifecycle import PENDING_EVENTS, lock_sequence
 
 
 class Store:
@@ -29,10 +29,15 @@ class Store:
             yield session
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One transaction; the state events it wrote are published only once it has committed."""
+    async def transaction(self, *, sequenced: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction; the state events it wrote are published only once it has committed.
+
+        `sequenced`: it will change resource states, so it takes the event-order lock first.
+        """
         async with self._sessions() as session:
             async with session.begin():
+                if sequenced:
+                    await lock_sequence(session)
                 yield session
             pending = session.info.pop(PENDING_EVENTS, [])
             session.info.clear()

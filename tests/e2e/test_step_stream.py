@@ -8,8 +8,9 @@ waits for a file, so a test can subscribe by workflow id before anything happens
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +129,18 @@ async def _watch(
 ) -> list[Event]:
     """Events of one subscription until `done` says the last one was the last one wanted."""
     events: list[Event] = []
-    async with Client(transport=WebsocketsTransport(url=server.websocket)) as ws:
-        stream: AsyncIterator[dict[str, Any]] = ws.subscribe(
-            GraphQLRequest(STEP_CHANGED, variable_values=variables)
-        )
+    # aclosing: leaving the loop ends the subscription at once; a generator left open makes the
+    # transport wait its whole close_timeout (10 s) when the client closes
+    async with (
+        Client(transport=WebsocketsTransport(url=server.websocket)) as ws,
+        contextlib.aclosing(ws.subscribe(GraphQLRequest(STEP_CHANGED, variable_values=variables))) as stream,
+    ):
         subscribed.set()
         async for item in stream:
             event = item["workflowStepChanged"]
             events.append(event)
             if done(event):
-                return events
+                break
     return events
 
 

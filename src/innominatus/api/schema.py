@@ -154,7 +154,7 @@ class Mutation:
         if not isinstance(properties, dict):
             raise bad_input("properties must be an object", [Problem("properties", "must be an object")])
         try:
-            async with info.context.store.transaction() as session:
+            async with info.context.store.transaction(sequenced=True) as session:
                 app, resource = await _locked_resource(session, str(id))
                 await operations.update_properties(session, info.context.catalog, app, resource, properties)
                 return Resource.from_row(resource)
@@ -167,7 +167,7 @@ class Mutation:
     )
     async def delete_application(self, info: Info, name: str) -> Application:
         try:
-            async with info.context.store.transaction() as session:
+            async with info.context.store.transaction(sequenced=True) as session:
                 app = await operations.lock_application(session, name)
                 if app is None or app.deleted_at is not None:
                     raise operations.NotFound("application", name)
@@ -182,7 +182,7 @@ class Mutation:
     )
     async def retry_resource(self, info: Info, id: strawberry.ID) -> Resource:
         try:
-            async with info.context.store.transaction() as session:
+            async with info.context.store.transaction(sequenced=True) as session:
                 app, resource = await _locked_resource(session, str(id))
                 await operations.retry(session, resource, team=app.team)
                 return Resource.from_row(resource)
