@@ -444,6 +444,15 @@ class Engine:
                 .values(status=StepStatus.SKIPPED)
             )
             if error:
+                # A step still RUNNING here was interrupted (or the run crashed): it failed with the run.
+                await session.execute(
+                    update(WorkflowStep)
+                    .where(
+                        WorkflowStep.execution_id == claim.execution_id,
+                        WorkflowStep.status == StepStatus.RUNNING,
+                    )
+                    .values(status=StepStatus.FAILED, error_message=error, finished_at=now)
+                )
                 await lifecycle.transition(session, resource, ResourceState.FAILED, error)
                 return
             if claim.operation == Operation.CREATE:

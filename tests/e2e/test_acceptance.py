@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,11 @@ async def test_acceptance_story(server: Server) -> None:
         async with ws_client(server) as ws:
             subscription = ws.subscribe(GraphQLRequest(SUBSCRIBE, variable_values={"app": app}))
             subscribed.set()
-            async for item in subscription:
-                events.append(item["resourceStateChanged"])
-                if item["resourceStateChanged"]["toState"] in ("ACTIVE", "FAILED"):
-                    return
+            async with contextlib.aclosing(subscription):  # closing it ends the websocket at once
+                async for item in subscription:
+                    events.append(item["resourceStateChanged"])
+                    if item["resourceStateChanged"]["toState"] in ("ACTIVE", "FAILED"):
+                        return
 
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(subscribed.wait(), 10)
@@ -134,10 +136,12 @@ async def test_acceptance_story(server: Server) -> None:
     # A client that reconnects with afterSequence gets the stored history first.
     replayed: list[dict[str, Any]] = []
     async with ws_client(server) as ws:
-        async for item in ws.subscribe(GraphQLRequest(SUBSCRIBE, variable_values={"app": app, "after": 0})):
-            replayed.append(item["resourceStateChanged"])
-            if len(replayed) == 3:
-                break
+        replay = ws.subscribe(GraphQLRequest(SUBSCRIBE, variable_values={"app": app, "after": 0}))
+        async with contextlib.aclosing(replay):
+            async for item in replay:
+                replayed.append(item["resourceStateChanged"])
+                if len(replayed) == 3:
+                    break
     assert [e["sequence"] for e in replayed] == sequences
 
 
