@@ -1,9 +1,10 @@
-"""The Starlette app: its lifespan wires database, catalog, event hub and engine together."""
+"""The Starlette app: its lifespan wires database, secrets, tokens, catalog, event hub and engine."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,28 +14,50 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from innominatus import auth
 from innominatus.api.context import Context, Services
 from innominatus.api.limits import BodySizeLimit
-from innominatus.api.schema import schema
+from innominatus.api.schema import make_schema
 from innominatus.config import Settings
 from innominatus.db import database
 from innominatus.engine import Engine
 from innominatus.providers import load_catalog
+from innominatus.ratelimit import RateLimiter, parse_rate
+from innominatus.sealing import SecretBox
 from innominatus.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
+
+
+def bearer(value: object) -> str | None:
+    if not isinstance(value, str) or not value.lower().startswith("bearer "):
+        return None
+    return value[7:].strip() or None
 
 
 class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: object) -> Context:
         services: Services = request.app.state.services
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else None
-        return Context(services=services, token=token)
+        if isinstance(request, WebSocket):
+            return Context(services=services)  # authenticated in connection_init (on_ws_connect)
+        token = bearer(request.headers.get("authorization"))
+        return Context(
+            services=services, token=token, principal=await services.authenticator.principal(token)
+        )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        params = context.connection_params or {}
+        token = bearer(params.get("Authorization") or params.get("authorization"))
+        principal = await context.services.authenticator.principal(token)
+        if principal is None:
+            raise ConnectionRejectionError  # closes the socket with 4403
+        context.token, context.principal = token, principal
 
 
 async def health(_: Request) -> JSONResponse:
@@ -50,14 +73,28 @@ async def ready(request: Request) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
-    # The catalog loads before anything listens: a broken provider stops the server with its reason.
+    # Everything that can be wrong in the configuration stops the server before it listens.
     catalog = load_catalog(settings.providers_dir, settings.resolved_config_file())
+    limit, per = parse_rate(settings.rate_limit)
+    box = SecretBox.from_settings(settings.secret_key, settings.resolved_secret_key_file())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = database.create_engine(settings.database_url)
         await database.upgrade(engine)
-        store = Store(engine)
+        store = Store(engine, box=box)
+        authenticator = auth.Authenticator(store, dev=settings.dev)
+        if settings.dev:
+            log.warning(
+                "DEV MODE: token 'test' is an admin token and requests without a token act as admin; "
+                "serving on %s only",
+                settings.host,
+            )
+        created = await auth.bootstrap(store, settings.admin_token)
+        if created is not None:
+            # Shown once, on stdout, for the operator: it is stored only as a hash.
+            print(f"innominatus: created admin token (shown once, keep it safe): {created}", flush=True)
+            sys.stdout.flush()
         orchestrator = Engine(
             store,
             catalog,
@@ -65,7 +102,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             sweep_interval=settings.sweep_interval,
             lease_seconds=settings.lease_seconds,
         )
-        app.state.services = Services(store=store, catalog=catalog)
+        app.state.services = Services(
+            store=store, catalog=catalog, authenticator=authenticator, rate_limiter=RateLimiter(limit, per)
+        )
         app.state.engine = orchestrator
         await orchestrator.start()
         try:
@@ -75,7 +114,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     graphql = GraphQLApp(
-        schema, subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL], graphql_ide="graphiql"
+        make_schema(introspection=settings.introspection),
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
+        graphql_ide="graphiql",
+        max_subscriptions_per_connection=MAX_SUBSCRIPTIONS_PER_CONNECTION,
     )
     return Starlette(
         routes=[

@@ -17,6 +17,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=getattr(args, "port", None),
         providers_dir=Path(args.providers_dir) if getattr(args, "providers_dir", None) else None,
         config_file=Path(args.config) if getattr(args, "config", None) else None,
+        dev=True if getattr(args, "dev", False) else None,
     )
 
 
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--providers-dir", help="provider folders (INNOMINATUS_PROVIDERS_DIR, default ./providers)"
     )
     serve.add_argument("--config", help="admin config file (INNOMINATUS_CONFIG, default ./admin-config.yaml)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="local demos: loopback only, token 'test' and no token act as admin",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 

@@ -7,7 +7,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///innominatus.db"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 DEFAULT_CONFIG = "admin-config.yaml"
 
 
@@ -21,7 +35,12 @@ class Settings:
     concurrency: int = 16
     sweep_interval: float = 30.0
     lease_seconds: float = 15.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    dev: bool = False
+    admin_token: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    secret_key_file: Path | None = None  # None: beside the SQLite file, else ./.innominatus/secret.key
+    rate_limit: str = "600/60"
+    introspection: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -36,6 +55,11 @@ class Settings:
             "INNOMINATUS_CONCURRENCY": ("concurrency", int),
             "INNOMINATUS_SWEEP_INTERVAL": ("sweep_interval", float),
             "INNOMINATUS_LEASE_SECONDS": ("lease_seconds", float),
+            "INNOMINATUS_ADMIN_TOKEN": ("admin_token", str),
+            "INNOMINATUS_SECRET_KEY": ("secret_key", str),
+            "INNOMINATUS_SECRET_KEY_FILE": ("secret_key_file", Path),
+            "INNOMINATUS_RATE_LIMIT": ("rate_limit", str),
+            "INNOMINATUS_INTROSPECTION": ("introspection", _boolean),
         }
         values: dict[str, Any] = {}
         for var, (name, convert) in mapping.items():
@@ -49,9 +73,21 @@ class Settings:
         settings = replace(settings, **values)
         if not 1 <= settings.port <= 65535:
             raise ValueError(f"port: must be between 1 and 65535, got {settings.port}")
+        if settings.dev and settings.host not in LOOPBACK:
+            raise ValueError(
+                f"--dev serves on loopback only (127.0.0.1, ::1, localhost), not {settings.host!r}"
+            )
         if settings.concurrency < 1:
             raise ValueError(f"INNOMINATUS_CONCURRENCY: must be at least 1, got {settings.concurrency}")
         return settings
+
+    def resolved_secret_key_file(self) -> Path:
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return Path(url.database).parent / "innominatus-secret.key"
+        return Path(".innominatus") / "secret.key"
 
     def resolved_config_file(self) -> Path | None:
         if self.config_file is not None:

@@ -29,6 +29,7 @@ from innominatus.executions import new_execution
 from innominatus.operations import finish_application_deletion, live_resources
 from innominatus.providers import Catalog, ResolveError, WorkflowRef
 from innominatus.references import LiveResource, MissingOutput, resolve_params
+from innominatus.sealing import mask, secret_values
 from innominatus.states import Operation, ResourceState, StepStatus, WorkflowStatus
 from innominatus.store import Store
 from innominatus.workflows.definition import Step
@@ -61,7 +62,9 @@ class Claim:
     app: dict[str, Any]
     resource: dict[str, Any]
     deadline: datetime | None
-    steps: list[dict[str, Any]] = field(default_factory=list)  # stored step rows, for resuming
+    steps: list[dict[str, Any]] = field(default_factory=list)  # stored step rows (opened), for resuming
+    secrets: set[str] = field(default_factory=set)  # plaintext secret values this run may print: masked
+    team: str | None = None
 
 
 class Engine:
@@ -245,7 +248,7 @@ class Engine:
             try:
                 resolution = self.catalog.resolve(resource.type, Operation.CREATE, resource.resource_class)
                 inputs = await self._inputs(session, resource, siblings)
-            except (ResolveError, MissingOutput) as exc:
+            except (ResolveError, MissingOutput, ValueError) as exc:  # ValueError: unreadable sealed outputs
                 await lifecycle.transition(session, resource, ResourceState.FAILED, str(exc))
                 continue
             execution = new_execution(
@@ -254,14 +257,14 @@ class Engine:
                 resolution.workflow,
                 resolution.provider.name,
                 Operation.CREATE,
-                inputs=inputs,
+                inputs=self.store.box.seal_all(inputs),
                 lease_owner=self.worker_id,
                 lease=self.lease,
             )
             await lifecycle.transition(
                 session, resource, ResourceState.PROVISIONING, f"workflow {resolution.workflow.name} started"
             )
-            claims.append(self._claim_for(resource, execution, resolution.workflow, []))
+            claims.append(self._claim_for(resource, execution, resolution.workflow, [], inputs, siblings))
 
     async def _claim_runs(self, session: AsyncSession, limit: int, claims: list[Claim]) -> None:
         now = utcnow()
@@ -281,41 +284,65 @@ class Engine:
             resource = await session.get(Resource, execution.resource_id)
             if resource is None:
                 continue
-            siblings = await live_resources(session, resource.application_id)
-            if execution.operation == Operation.DELETE and any(
-                resource.name in other.depends_on for other in siblings.values() if other.id != resource.id
-            ):
-                continue  # dependents go first
-            workflow = self._workflow(execution)
-            if workflow is None:
+            try:
+                await self._claim_run(session, execution, resource, now, claims)
+            except ValueError as exc:  # sealed inputs or outputs that this server's key cannot open
                 await self._fail_unclaimed(
                     session,
                     execution,
                     resource,
-                    f"workflow '{execution.workflow_name}' of provider '{execution.provider}' is no longer loaded",
+                    f"{exc} (was INNOMINATUS_SECRET_KEY or its key file changed?)",
                 )
-                continue
-            if not execution.inputs:
-                try:
-                    execution.inputs = await self._inputs(session, resource, siblings)
-                except MissingOutput as exc:
-                    await self._fail_unclaimed(session, execution, resource, str(exc))
-                    continue
-            if execution.lease_owner is not None:
-                log.info(
-                    "resuming execution %s of %s (its engine stopped)", execution.id, execution.workflow_name
-                )
-            execution.lease_owner = self.worker_id
-            execution.lease_expires_at = now + self.lease
-            steps = (
-                await session.scalars(
-                    select(WorkflowStep)
-                    .where(WorkflowStep.execution_id == execution.id)
-                    .order_by(WorkflowStep.position)
-                )
-            ).all()
-            rows = [{"status": s.status, "outputs": s.outputs, "attempts": s.attempts} for s in steps]
-            claims.append(self._claim_for(resource, execution, workflow, rows))
+
+    async def _claim_run(
+        self,
+        session: AsyncSession,
+        execution: WorkflowExecution,
+        resource: Resource,
+        now: datetime,
+        claims: list[Claim],
+    ) -> None:
+        siblings = await live_resources(session, resource.application_id)
+        if execution.operation == Operation.DELETE and any(
+            resource.name in other.depends_on for other in siblings.values() if other.id != resource.id
+        ):
+            return  # dependents go first
+        workflow = self._workflow(execution)
+        if workflow is None:
+            await self._fail_unclaimed(
+                session,
+                execution,
+                resource,
+                f"workflow '{execution.workflow_name}' of provider '{execution.provider}' is no longer loaded",
+            )
+            return
+        if execution.inputs:
+            inputs = self.store.box.open_all(execution.inputs)
+        else:
+            try:
+                inputs = await self._inputs(session, resource, siblings)
+            except MissingOutput as exc:
+                await self._fail_unclaimed(session, execution, resource, str(exc))
+                return
+            execution.inputs = self.store.box.seal_all(inputs)
+        if execution.lease_owner is not None:
+            log.info(
+                "resuming execution %s of %s (its engine stopped)", execution.id, execution.workflow_name
+            )
+        execution.lease_owner = self.worker_id
+        execution.lease_expires_at = now + self.lease
+        steps = (
+            await session.scalars(
+                select(WorkflowStep)
+                .where(WorkflowStep.execution_id == execution.id)
+                .order_by(WorkflowStep.position)
+            )
+        ).all()
+        rows = [
+            {"status": s.status, "outputs": self.store.box.open(s.outputs), "attempts": s.attempts}
+            for s in steps
+        ]
+        claims.append(self._claim_for(resource, execution, workflow, rows, inputs, siblings))
 
     def _workflow(self, execution: WorkflowExecution) -> WorkflowRef | None:
         provider = self.catalog.providers.get(execution.provider)
@@ -327,7 +354,7 @@ class Engine:
         """The workflow's inputs: the properties with placeholders resolved, plus who is asking."""
         app = await session.get(Application, resource.application_id)
         metadata = (app.spec.get("metadata") if app else None) or {}
-        live = {n: LiveResource(r.id, r.state, r.outputs) for n, r in siblings.items()}
+        live = {n: LiveResource(r.id, r.state, self.store.box.open(r.outputs)) for n, r in siblings.items()}
         return {
             **resolve_params(resource.properties, metadata, live),
             "app_name": resource.application_name,
@@ -341,23 +368,37 @@ class Engine:
         execution: WorkflowExecution,
         workflow: WorkflowRef,
         steps: list[dict[str, Any]],
+        inputs: dict[str, Any],
+        siblings: dict[str, Resource],
     ) -> Claim:
+        box = self.store.box
+        declared = workflow.definition.sensitive_outputs
+        outputs = box.open(resource.outputs)
+        known = secret_values(inputs, declared) | secret_values(outputs, declared)
+        for sibling in siblings.values():
+            known |= secret_values(box.open(sibling.outputs))
+        for row in steps:
+            known |= secret_values(row["outputs"], declared)
+        # A value that came from a secret output keeps being secret under whatever input name it has.
+        known |= {v for v in inputs.values() if isinstance(v, str) and any(v == k for k in known)}
         return Claim(
             resource_id=resource.id,
             execution_id=execution.id,
             operation=execution.operation,
             workflow=workflow,
-            inputs=execution.inputs,
+            inputs=inputs,
             app={"name": resource.application_name},
             resource={
                 "id": resource.id,
                 "name": resource.name,
                 "type": resource.type,
                 "class": resource.resource_class,
-                "outputs": dict(resource.outputs),
+                "outputs": outputs,
             },
             deadline=execution.deadline_at,
             steps=steps,
+            secrets=known,
+            team=resource.team,
         )
 
     async def _fail_unclaimed(
@@ -424,6 +465,11 @@ class Engine:
 
     async def _finish(self, claim: Claim, *, outputs: dict[str, Any] | None, error: str | None) -> None:
         now = utcnow()
+        declared = claim.workflow.definition.sensitive_outputs
+        if outputs:
+            claim.secrets |= secret_values(outputs, declared)
+            outputs = self.store.box.seal(outputs, declared)
+        error = mask(error, claim.secrets)
         async with self.store.transaction(sequenced=True) as session:
             execution = await session.get(WorkflowExecution, claim.execution_id)
             resource = await session.get(Resource, claim.resource_id)
@@ -491,6 +537,7 @@ class _StepRecorder:
             StepEvent(
                 workflow_id=self.claim.execution_id,
                 application_name=self.claim.app["name"],
+                team=self.claim.team,
                 step_name=self.claim.workflow.definition.steps[index].name,
                 status=status,
                 attempts=attempts,
@@ -525,20 +572,24 @@ class _StepRecorder:
     async def attempt_finished(
         self, index: int, step: Step, attempt: int, result: StepResult, final: bool
     ) -> None:
-        marked = attempt > 1 or step.retries > 0
-        logs = result.logs
-        if marked:
-            outcome = "succeeded" if result.succeeded else f"failed: {result.error}"
-            logs = (
-                f"--- attempt {attempt} ---\n{logs}{'' if logs.endswith(chr(10)) or not logs else chr(10)}"
-                f"--- attempt {attempt} {outcome} ---\n"
-            )
+        declared = self.claim.workflow.definition.sensitive_outputs
+        # This step's own secret outputs are known only now: they are masked before anything is stored.
+        self.claim.secrets |= secret_values(result.outputs, declared)
+        secrets = self.claim.secrets
+        error = mask(result.error, secrets)
+        logs = mask(result.logs, secrets) or ""
+        if attempt > 1 or step.retries > 0:
+            outcome = "succeeded" if result.succeeded else f"failed: {error}"
+            newline = "" if logs.endswith("\n") or not logs else "\n"
+            logs = f"--- attempt {attempt} ---\n{logs}{newline}--- attempt {attempt} {outcome} ---\n"
         status = StepStatus.RUNNING
         if final:
             status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED
-        values: dict[str, Any] = {"logs": WorkflowStep.logs + logs, "error_message": result.error}
+        values: dict[str, Any] = {"logs": WorkflowStep.logs + logs, "error_message": error}
         if final:
-            values.update(status=status, outputs=result.outputs, finished_at=utcnow())
+            values.update(
+                status=status, outputs=self.store.box.seal(result.outputs, declared), finished_at=utcnow()
+            )
         async with self.store.transaction() as session:
             await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
         self._publish(index, status, attempt)
@@ -546,7 +597,7 @@ class _StepRecorder:
             self.current = None
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
-        self._publish(index, StepStatus.RUNNING, getattr(self, "_attempt", 1), line)
+        self._publish(index, StepStatus.RUNNING, getattr(self, "_attempt", 1), mask(line, self.claim.secrets))
 
     async def fail_current(self, error: str) -> None:
         if self.current is None:
@@ -555,6 +606,10 @@ class _StepRecorder:
             await session.execute(
                 update(WorkflowStep)
                 .where(self._row(self.current))
-                .values(status=StepStatus.FAILED, error_message=error, finished_at=utcnow())
+                .values(
+                    status=StepStatus.FAILED,
+                    error_message=mask(error, self.claim.secrets),
+                    finished_at=utcnow(),
+                )
             )
         self._publish(self.current, StepStatus.FAILED, getattr(self, "_attempt", 1))

@@ -57,8 +57,11 @@ class StateEvent:
 class EventFilter:
     application: str | None = None
     resource_id: str | None = None
+    team: str | None = None  # None: every team's events (admins)
 
     def matches(self, event: StateEvent) -> bool:
+        if self.team is not None and event.team != self.team:
+            return False
         if self.application is not None and event.application_name != self.application:
             return False
         return self.resource_id is None or event.resource_id == self.resource_id
@@ -77,6 +80,7 @@ class StepEvent:
 
     workflow_id: str
     application_name: str
+    team: str | None
     step_name: str
     status: str
     attempts: int
@@ -88,8 +92,11 @@ class StepEvent:
 class StepFilter:
     workflow_id: str | None = None
     application: str | None = None
+    team: str | None = None  # None: every team's steps (admins)
 
     def matches(self, event: StepEvent) -> bool:
+        if self.team is not None and event.team != self.team:
+            return False
         if self.workflow_id is not None and event.workflow_id != self.workflow_id:
             return False
         return self.application is None or event.application_name == self.application
@@ -163,6 +170,8 @@ async def load_events(
         query = query.where(Event.application_name == flt.application)
     if flt.resource_id is not None:
         query = query.where(Event.resource_id == flt.resource_id)
+    if flt.team is not None:
+        query = query.where(Event.team == flt.team)
     async with store.session() as session:
         rows = (await session.scalars(query)).all()
     return [StateEvent.from_row(row) for row in rows]

@@ -58,8 +58,6 @@ async def transition(
     resource: Resource,
     to_state: S,
     reason: str | None = None,
-    *,
-    team: str | None = None,
 ) -> Event:
     from_state = S(resource.state) if resource.state is not None else None
     if not can_transition(from_state, to_state):
@@ -80,7 +78,7 @@ async def transition(
     event = Event(
         resource_id=resource.id,
         application_name=resource.application_name,
-        team=team,
+        team=resource.team,
         from_state=from_state,
         to_state=to_state,
         reason=reason,
@@ -92,10 +90,10 @@ async def transition(
     return event
 
 
-async def create(session: AsyncSession, resource: Resource, *, team: str | None = None) -> Event:
+async def create(session: AsyncSession, resource: Resource) -> Event:
     """Record a new resource: its first event goes from nothing to REQUESTED."""
     if resource.id is None:
         resource.id = new_id()
     resource.state = None  # type: ignore[assignment]  # inserted by the flush in transition
     session.add(resource)
-    return await transition(session, resource, S.REQUESTED, "requested by spec", team=team)
+    return await transition(session, resource, S.REQUESTED, "requested by spec")

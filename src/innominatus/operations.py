@@ -84,22 +84,14 @@ def busy_problem(resource: Resource, path: str | None = None) -> Problem:
 
 
 async def start_update(
-    session: AsyncSession,
-    catalog: Catalog,
-    resource: Resource,
-    properties: dict,
-    resource_class: str | None,
-    *,
-    team: str | None = None,
+    session: AsyncSession, catalog: Catalog, resource: Resource, properties: dict, resource_class: str | None
 ) -> None:
     """ACTIVE → UPDATING with the new properties; the update workflow waits for an engine."""
     workflow = workflow_for(catalog, resource, Operation.UPDATE, resource_class)
     resource.properties = properties
     resource.resource_class = resource_class
     new_execution(session, resource, workflow, _provider(catalog, resource), Operation.UPDATE)
-    await lifecycle.transition(
-        session, resource, S.UPDATING, f"update with workflow {workflow.name}", team=team
-    )
+    await lifecycle.transition(session, resource, S.UPDATING, f"update with workflow {workflow.name}")
 
 
 async def update_properties(
@@ -128,7 +120,7 @@ async def update_properties(
         raise OperationError(
             f"dependency cycle: {' → '.join(cycle)}", [Problem("properties", "dependency cycle")]
         )
-    await start_update(session, catalog, resource, merged, resource.resource_class, team=app.team)
+    await start_update(session, catalog, resource, merged, resource.resource_class)
     resource.depends_on = sorted(deps)
 
 
@@ -149,16 +141,13 @@ async def start_delete(
     *,
     reason: str,
     without_workflow_ok: bool = False,
-    team: str | None = None,
 ) -> None:
     """Delete a resource: cancel what runs for it, then run its delete workflow (engine)."""
     state = S(resource.state)
     if state in (S.DELETING, S.DELETED):
         return
     if state is S.REQUESTED:
-        await lifecycle.transition(
-            session, resource, S.DELETED, f"{reason} before it was provisioned", team=team
-        )
+        await lifecycle.transition(session, resource, S.DELETED, f"{reason} before it was provisioned")
         return
     try:
         workflow = workflow_for(catalog, resource, Operation.DELETE, resource.resource_class)
@@ -171,13 +160,11 @@ async def start_delete(
         if running is not None and running.status == WorkflowStatus.RUNNING:
             await cancel_execution(session, running, f"cancelled: {reason}")
     if workflow is None:
-        await lifecycle.transition(session, resource, S.DELETING, reason, team=team)
-        await lifecycle.transition(session, resource, S.DELETED, "no delete workflow", team=team)
+        await lifecycle.transition(session, resource, S.DELETING, reason)
+        await lifecycle.transition(session, resource, S.DELETED, "no delete workflow")
         return
     new_execution(session, resource, workflow, _provider(catalog, resource), Operation.DELETE)
-    await lifecycle.transition(
-        session, resource, S.DELETING, f"{reason}: workflow {workflow.name}", team=team
-    )
+    await lifecycle.transition(session, resource, S.DELETING, f"{reason}: workflow {workflow.name}")
 
 
 async def delete_application(session: AsyncSession, catalog: Catalog, app: Application) -> None:
@@ -185,9 +172,7 @@ async def delete_application(session: AsyncSession, catalog: Catalog, app: Appli
     if app.deleted_at is not None:
         raise NotFound("application", app.name)
     for resource in (await live_resources(session, app.id)).values():
-        await start_delete(
-            session, catalog, resource, reason="application deleted", without_workflow_ok=True, team=app.team
-        )
+        await start_delete(session, catalog, resource, reason="application deleted", without_workflow_ok=True)
     app.delete_requested_at = app.delete_requested_at or utcnow()
     await finish_application_deletion(session, app)
 
@@ -203,7 +188,7 @@ async def finish_application_deletion(session: AsyncSession, app: Application) -
 # -------------------------------------------------------------------------------------------- retry
 
 
-async def retry(session: AsyncSession, resource: Resource, *, team: str | None = None) -> None:
+async def retry(session: AsyncSession, resource: Resource) -> None:
     """Re-run a FAILED resource's last workflow from its first failed step."""
     if resource.state != S.FAILED:
         raise OperationError(
@@ -217,7 +202,7 @@ async def retry(session: AsyncSession, resource: Resource, *, team: str | None =
     )
     if last is None or last.status not in (WorkflowStatus.FAILED, WorkflowStatus.CANCELLED):
         # It failed before any workflow ran (e.g. a missing output it depends on): request it again.
-        await lifecycle.transition(session, resource, S.REQUESTED, "retry requested", team=team)
+        await lifecycle.transition(session, resource, S.REQUESTED, "retry requested")
         return
     execution = await retry_execution(session, resource, last)
     await lifecycle.transition(
@@ -225,7 +210,6 @@ async def retry(session: AsyncSession, resource: Resource, *, team: str | None =
         resource,
         STATE_AFTER_RETRY[Operation(last.operation)],
         f"retry of {last.workflow_name} ({last.id}) as {execution.id}",
-        team=team,
     )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
+from innominatus.auth import Principal
 from innominatus.db.models import Application, ApplicationRevision, Resource, utcnow
 from innominatus.operations import (
     BUSY,
@@ -32,6 +33,10 @@ from innominatus.states import ResourceState as S
 from innominatus.store import Store
 
 _ATTEMPTS = 5
+
+
+class Forbidden(PermissionError):
+    """The spec names an application another team owns."""
 
 
 @dataclass
@@ -64,14 +69,15 @@ def validate(text: str | bytes, catalog: Catalog | None) -> ScoreSpec:
 
 
 async def submit(
-    store: Store, catalog: Catalog, text: str | bytes, *, team: str | None = None
+    store: Store, catalog: Catalog, text: str | bytes, *, caller: Principal | None = None
 ) -> SubmitResult:
+    """Store a spec for `caller` (None: trusted in-process use, e.g. tests and benchmarks)."""
     spec = validate(text, catalog)
     spec_text = text.decode("utf-8") if isinstance(text, bytes) else text
     for attempt in range(_ATTEMPTS):
         try:
             async with store.transaction(sequenced=True) as session:
-                return await _apply(session, catalog, spec, spec_text, team)
+                return await _apply(session, catalog, spec, spec_text, caller)
         except IntegrityError:
             # A concurrent first submission of the same app won the insert; go again, now as an update.
             if attempt == _ATTEMPTS - 1:
@@ -80,10 +86,12 @@ async def submit(
 
 
 async def _apply(
-    session: AsyncSession, catalog: Catalog, spec: ScoreSpec, spec_text: str, team: str | None
+    session: AsyncSession, catalog: Catalog, spec: ScoreSpec, spec_text: str, caller: Principal | None
 ) -> SubmitResult:
     now = utcnow()
     app = await lock_application(session, spec.name)
+    if app is not None and caller is not None and not caller.can_see(app.team):
+        raise Forbidden(f"application '{spec.name}' belongs to another team")
     if app is not None and app.delete_requested_at is not None and app.deleted_at is None:
         raise SpecError(
             [Problem("metadata.name", f"application '{spec.name}' is being deleted; submit it again later")]
@@ -92,7 +100,7 @@ async def _apply(
     _check_changes(catalog, spec, live)
 
     if app is None:
-        app = Application(name=spec.name, team=team, revision=0, spec={}, created_at=now, updated_at=now)
+        app = Application(name=spec.name, revision=0, spec={}, created_at=now, updated_at=now)
         session.add(app)
         await session.flush()
     new_revision = app.revision == 0 or app.spec != spec.document or app.deleted_at is not None
@@ -122,15 +130,15 @@ async def _apply(
         if not _differs(current, wanted):
             continue
         if current.state == S.ACTIVE:
-            await start_update(session, catalog, current, wanted.params, wanted.class_, team=app.team)
+            await start_update(session, catalog, current, wanted.params, wanted.class_)
         else:  # REQUESTED: not started yet; FAILED: create runs again with the new values
             current.properties = wanted.params
             current.resource_class = wanted.class_
             if current.state == S.FAILED:
-                await lifecycle.transition(session, current, S.REQUESTED, "spec changed", team=app.team)
+                await lifecycle.transition(session, current, S.REQUESTED, "spec changed")
     for name, current in live.items():
         if name not in spec.resources:
-            await start_delete(session, catalog, current, reason="removed from spec", team=app.team)
+            await start_delete(session, catalog, current, reason="removed from spec")
 
     await session.flush()
     rows = await session.scalars(
@@ -182,6 +190,7 @@ async def _create(
     resource = Resource(
         application_id=app.id,
         application_name=app.name,
+        team=app.team,
         name=wanted.name,
         type=wanted.type,
         resource_class=wanted.class_,
@@ -192,4 +201,4 @@ async def _create(
         created_at=now,
         updated_at=now,
     )
-    await lifecycle.create(session, resource, team=app.team)
+    await lifecycle.create(session, resource)

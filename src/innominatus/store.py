@@ -5,17 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import sessionmaker
 from innominatus.events import EventHub, StateEvent
 from innominatus.lifecycle import PENDING_EVENTS, lock_sequence
+from innominatus.sealing import SecretBox
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, hub: EventHub | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, hub: EventHub | None = None, box: SecretBox | None = None
+    ) -> None:
         self.engine = engine
         self.hub = hub or EventHub()
+        # Seals secret outputs at rest; without a configured key (tests), one that lives as long as this store.
+        self.box = box or SecretBox(Fernet.generate_key())
         self._sessions = sessionmaker(engine)
 
     @property

@@ -25,9 +25,18 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield srv
 
 
-def http_client(server: Server) -> Client:
-    return Client(transport=HTTPXAsyncTransport(url=server.graphql, timeout=30))
+_ADMIN = object()
 
 
-def ws_client(server: Server) -> Client:
-    return Client(transport=WebsocketsTransport(url=server.websocket))
+def http_client(server: Server, token: str | object | None = _ADMIN) -> Client:
+    """A gql HTTP client; by default with the server's admin token, `token=None` sends none."""
+    chosen = server.admin_token if token is _ADMIN else token
+    headers = {"Authorization": f"Bearer {chosen}"} if chosen else {}
+    return Client(transport=HTTPXAsyncTransport(url=server.graphql, timeout=30, headers=headers))
+
+
+def ws_client(server: Server, token: str | object | None = _ADMIN) -> Client:
+    """A gql websocket client that authenticates in connection_init."""
+    chosen = server.admin_token if token is _ADMIN else token
+    payload = {"Authorization": f"Bearer {chosen}"} if chosen else {}
+    return Client(transport=WebsocketsTransport(url=server.websocket, init_payload=payload))

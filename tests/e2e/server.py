@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,12 +25,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+SECRET_KEY = Fernet.generate_key().decode()  # servers of one test session share it
+
+
 @dataclass
 class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
     workdir: Path
+    admin_token: str | None = ADMIN_TOKEN
 
     @property
     def graphql(self) -> str:
@@ -55,6 +61,8 @@ def run_server(
     port = free_port()
     log = workdir / "server.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
+    full_env["INNOMINATUS_ADMIN_TOKEN"] = ADMIN_TOKEN
+    full_env["INNOMINATUS_SECRET_KEY"] = SECRET_KEY  # servers that share a database share the key
     full_env.update(env or {})
     if database_url is not None:
         full_env["INNOMINATUS_DATABASE_URL"] = database_url
@@ -63,7 +71,13 @@ def run_server(
         cmd += ["--providers-dir", str(REPO / "providers")]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log, workdir=workdir)
+    server = Server(
+        url=f"http://127.0.0.1:{port}",
+        process=process,
+        log=log,
+        workdir=workdir,
+        admin_token=full_env.get("INNOMINATUS_ADMIN_TOKEN") or None,
+    )
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 from gql import Client, GraphQLRequest, gql
-from gql.transport.httpx import HTTPXAsyncTransport
 
 from tests.conftest import fresh_pg_database, workflow_yaml
+from tests.e2e.conftest import http_client
 from tests.e2e.server import Server, run_server
 
 APP = "crash-app"
@@ -127,7 +127,7 @@ def _kill_leftovers(pids: Path) -> None:
 
 
 def _client(server: Server) -> Client:
-    return Client(transport=HTTPXAsyncTransport(url=server.graphql, timeout=10))
+    return http_client(server)
 
 
 async def _query(server: Server, document: Any) -> dict[str, Any]:

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gql import Client, GraphQLRequest, gql
-from gql.transport.httpx import HTTPXAsyncTransport
-from gql.transport.websockets import WebsocketsTransport
+from gql import GraphQLRequest, gql
 
 from tests.conftest import FIXTURES, PROVIDERS, workflow_yaml
+from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, run_server
 
 MOCK_SPEC = (FIXTURES / "postgres-mock-app.yaml").read_text()
@@ -120,7 +119,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, gates: Path) -> Iterator[Se
 
 
 async def _execute(server: Server, document: Any, **variables: Any) -> dict[str, Any]:
-    async with Client(transport=HTTPXAsyncTransport(url=server.graphql, timeout=30)) as session:
+    async with http_client(server) as session:
         return await session.execute(GraphQLRequest(document, variable_values=variables))
 
 
@@ -132,7 +131,7 @@ async def _watch(
     # aclosing: leaving the loop ends the subscription at once; a generator left open makes the
     # transport wait its whole close_timeout (10 s) when the client closes
     async with (
-        Client(transport=WebsocketsTransport(url=server.websocket)) as ws,
+        ws_client(server) as ws,
         contextlib.aclosing(ws.subscribe(GraphQLRequest(STEP_CHANGED, variable_values=variables))) as stream,
     ):
         subscribed.set()

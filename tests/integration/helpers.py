@@ -45,14 +45,20 @@ async def settle(store: Store, application: str, count: int = 1, timeout: float 
     return seen
 
 
-async def resources(store: Store, application: str) -> list[models.Resource]:
+async def resources(store: Store, application: str, *, opened: bool = True) -> list[models.Resource]:
+    """The app's resource rows; with `opened`, secret outputs decrypted (as the owning team sees them)."""
     async with store.session() as session:
-        rows = await session.scalars(
-            select(models.Resource)
-            .where(models.Resource.application_name == application)
-            .order_by(models.Resource.name)
+        rows = list(
+            await session.scalars(
+                select(models.Resource)
+                .where(models.Resource.application_name == application)
+                .order_by(models.Resource.name)
+            )
         )
-        return list(rows)
+    if opened:
+        for row in rows:
+            row.outputs = store.box.open(row.outputs)  # detached rows: this never reaches the database
+    return rows
 
 
 async def steps_of(store: Store, execution_id: str) -> list[models.WorkflowStep]:

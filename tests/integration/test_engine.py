@@ -64,6 +64,10 @@ async def test_mock_spec_becomes_active_with_outputs(store: Store, catalog: Cata
     ]
     assert "Creating mock PostgreSQL database demo_db" in steps[0].logs
     assert out["password"] not in "".join(s.logs for s in steps)
+    [stored] = await resources(store, "demo-app-mock", opened=False)
+    for key in ("password", "connection_string"):  # sealed at rest
+        assert stored.outputs[key].startswith("sealed:v1:") and out["password"] not in stored.outputs[key]
+    assert stored.outputs["username"] == "demo_db_app"  # not a secret: stored as it is
 
 
 async def test_passwords_differ_per_resource(store: Store, catalog: Catalog) -> None:

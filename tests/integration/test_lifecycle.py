@@ -63,12 +63,13 @@ async def new_resource(store: Store, app_name: str = "shop", name: str = "db") -
         resource = Resource(
             application_id=app.id,
             application_name=app_name,
+            team=app.team,
             name=name,
             type="postgres",
             state=S.REQUESTED.value,  # overwritten by lifecycle.create
             properties={},
         )
-        event = await lifecycle.create(session, resource, team="payments")
+        event = await lifecycle.create(session, resource)
         assert event.from_state is None and event.to_state == S.REQUESTED
         return resource.id
 

@@ -1,10 +1,13 @@
-"""What every resolver gets: the services of the running app and the caller's credentials."""
+"""What every resolver gets: the services of the running app and who the caller is."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from innominatus.auth import Authenticator, Principal
 from innominatus.providers import Catalog
+from innominatus.ratelimit import RateLimiter
 from innominatus.store import Store
 
 
@@ -12,12 +15,16 @@ from innominatus.store import Store
 class Services:
     store: Store
     catalog: Catalog
+    authenticator: Authenticator
+    rate_limiter: RateLimiter
 
 
 @dataclass
 class Context:
     services: Services
-    token: str | None = None  # accepted as given until authentication lands
+    token: str | None = None
+    principal: Principal | None = None
+    connection_params: dict[str, Any] = field(default_factory=dict)  # websocket connection_init payload
 
     @property
     def store(self) -> Store:
@@ -26,3 +33,14 @@ class Context:
     @property
     def catalog(self) -> Catalog:
         return self.services.catalog
+
+    @property
+    def caller(self) -> Principal:
+        """The authenticated caller (the guard extension refuses operations without one)."""
+        assert self.principal is not None
+        return self.principal
+
+    @property
+    def team_filter(self) -> str | None:
+        """The team whose rows the caller may see; None for admins (all teams)."""
+        return None if self.caller.is_admin else self.caller.team

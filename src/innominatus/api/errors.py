@@ -18,3 +18,7 @@ def bad_input(message: str, problems: Iterable[Problem] | None = None) -> GraphQ
 
 def not_found(kind: str, key: str) -> GraphQLError:
     return GraphQLError(f"{kind} '{key}' not found", extensions={"code": "NOT_FOUND"})
+
+
+def forbidden(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "FORBIDDEN"})

@@ -1,21 +1,36 @@
-"""The GraphQL schema: queries, mutations and subscriptions over the services. No business rules here."""
+"""The GraphQL schema: queries, mutations and subscriptions over the services, each checked against
+the caller's team (admins see all). No business rules here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.scalars import JSON
 
-from innominatus import operations, specs
+from innominatus import auth, operations, specs
 from innominatus.api.context import Context
-from innominatus.api.errors import bad_input, not_found
+from innominatus.api.errors import bad_input, forbidden, not_found
+from innominatus.api.guard import Guard, unauthenticated
 from innominatus.api.types import (
+    ApiToken,
     Application,
+    CreatedToken,
     Provider,
     Resource,
     ResourceState,
@@ -34,6 +49,25 @@ from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 
 Info = strawberry.Info[Context, None]
+T = TypeVar("T")
+REAUTH_SECONDS = 2.0  # a live subscription of a revoked or expired token ends within this (+1 s cache)
+
+
+def _scoped(info: Info, query: Any, column: Any) -> Any:
+    team = info.context.team_filter
+    return query if team is None else query.where(column == team)
+
+
+def _require_admin(info: Info) -> None:
+    if not info.context.caller.is_admin:
+        raise forbidden("only an admin token may manage tokens")
+
+
+async def _visible_resource(info: Info, session: AsyncSession, resource_id: str) -> models.Resource:
+    row = await session.get(models.Resource, resource_id)
+    if row is None or not info.context.caller.can_see(row.team):
+        raise not_found("resource", resource_id)  # another team's id looks exactly like an unknown one
+    return row
 
 
 @strawberry.type
@@ -51,13 +85,10 @@ class Query:
 
     @strawberry.field
     async def applications(self, info: Info) -> list[Application]:
+        query = select(models.Application).where(models.Application.deleted_at.is_(None))
+        query = _scoped(info, query, models.Application.team).order_by(models.Application.name)
         async with info.context.store.session() as session:
-            rows = await session.scalars(
-                select(models.Application)
-                .where(models.Application.deleted_at.is_(None))
-                .order_by(models.Application.name)
-            )
-            return [Application.from_row(r) for r in rows]
+            return [Application.from_row(r) for r in await session.scalars(query)]
 
     @strawberry.field
     async def application(self, info: Info, name: str) -> Application:
@@ -67,7 +98,7 @@ class Query:
                     models.Application.name == name, models.Application.deleted_at.is_(None)
                 )
             )
-        if row is None:
+        if row is None or not info.context.caller.can_see(row.team):
             raise not_found("application", name)
         return Application.from_row(row)
 
@@ -79,7 +110,7 @@ class Query:
         state: ResourceState | None = None,
         type: str | None = None,
     ) -> list[Resource]:
-        query = select(models.Resource).order_by(models.Resource.created_at, models.Resource.name)
+        query = _scoped(info, select(models.Resource), models.Resource.team)
         if application is not None:
             query = query.where(models.Resource.application_name == application)
         if state is not None:
@@ -87,43 +118,47 @@ class Query:
         if type is not None:
             query = query.where(models.Resource.type == type)
         async with info.context.store.session() as session:
-            return [Resource.from_row(r) for r in await session.scalars(query)]
+            rows = await session.scalars(query.order_by(models.Resource.created_at, models.Resource.name))
+            return [Resource.from_row(r) for r in rows]
 
     @strawberry.field
     async def resource(self, info: Info, id: strawberry.ID) -> Resource:
         async with info.context.store.session() as session:
-            row = await session.get(models.Resource, str(id))
-        if row is None:
-            raise not_found("resource", str(id))
-        return Resource.from_row(row)
+            return Resource.from_row(await _visible_resource(info, session, str(id)))
 
     @strawberry.field
     async def workflows(
         self, info: Info, application: str | None = None, status: WorkflowStatus | None = None
     ) -> list[WorkflowExecution]:
-        query = select(models.WorkflowExecution).order_by(models.WorkflowExecution.started_at)
+        query = _scoped(info, select(models.WorkflowExecution), models.WorkflowExecution.team)
         if application is not None:
             query = query.where(models.WorkflowExecution.application_name == application)
         if status is not None:
             query = query.where(models.WorkflowExecution.status == str(status.value))
         async with info.context.store.session() as session:
-            return [WorkflowExecution.from_row(r) for r in await session.scalars(query)]
+            rows = await session.scalars(query.order_by(models.WorkflowExecution.started_at))
+            return [WorkflowExecution.from_row(r) for r in rows]
 
     @strawberry.field
     async def workflow(self, info: Info, id: strawberry.ID) -> WorkflowExecution:
         async with info.context.store.session() as session:
             row = await session.get(models.WorkflowExecution, str(id))
-        if row is None:
+        if row is None or not info.context.caller.can_see(row.team):
             raise not_found("workflow", str(id))
         return WorkflowExecution.from_row(row)
 
+    @strawberry.field(description="API tokens (admin only); never the tokens themselves.")
+    async def tokens(self, info: Info) -> list[ApiToken]:
+        _require_admin(info)
+        async with info.context.store.session() as session:
+            rows = await session.scalars(select(models.Token).order_by(models.Token.created_at))
+            return [ApiToken.from_row(r) for r in rows]
+
 
 async def _locked_resource(
-    session: AsyncSession, resource_id: str
+    info: Info, session: AsyncSession, resource_id: str
 ) -> tuple[models.Application, models.Resource]:
-    resource = await session.get(models.Resource, resource_id)
-    if resource is None:
-        raise not_found("resource", resource_id)
+    resource = await _visible_resource(info, session, resource_id)
     app = await session.get(models.Application, resource.application_id)
     assert app is not None
     await operations.lock_application(session, app.name)  # racing changes to one app queue up here
@@ -138,9 +173,13 @@ class Mutation:
     )
     async def submit_spec(self, info: Info, spec: str) -> SubmitSpecPayload:
         try:
-            result = await specs.submit(info.context.store, info.context.catalog, spec)
+            result = await specs.submit(
+                info.context.store, info.context.catalog, spec, caller=info.context.caller
+            )
         except SpecError as exc:
             raise bad_input(str(exc), exc.problems) from None
+        except specs.Forbidden as exc:
+            raise forbidden(str(exc)) from None
         return SubmitSpecPayload(
             application=Application.from_row(result.application),
             resources=[Resource.from_row(r) for r in result.resources],
@@ -155,7 +194,7 @@ class Mutation:
             raise bad_input("properties must be an object", [Problem("properties", "must be an object")])
         try:
             async with info.context.store.transaction(sequenced=True) as session:
-                app, resource = await _locked_resource(session, str(id))
+                app, resource = await _locked_resource(info, session, str(id))
                 await operations.update_properties(session, info.context.catalog, app, resource, properties)
                 return Resource.from_row(resource)
         except operations.OperationError as exc:
@@ -166,15 +205,12 @@ class Mutation:
         "Its resources and executions stay queryable as history."
     )
     async def delete_application(self, info: Info, name: str) -> Application:
-        try:
-            async with info.context.store.transaction(sequenced=True) as session:
-                app = await operations.lock_application(session, name)
-                if app is None or app.deleted_at is not None:
-                    raise operations.NotFound("application", name)
-                await operations.delete_application(session, info.context.catalog, app)
-                return Application.from_row(app)
-        except operations.NotFound as exc:
-            raise not_found(exc.kind, exc.key) from None
+        async with info.context.store.transaction(sequenced=True) as session:
+            app = await operations.lock_application(session, name)
+            if app is None or app.deleted_at is not None or not info.context.caller.can_see(app.team):
+                raise not_found("application", name)
+            await operations.delete_application(session, info.context.catalog, app)
+            return Application.from_row(app)
 
     @strawberry.mutation(
         description="Re-run a FAILED resource's last workflow from its first failed step; returns once the "
@@ -183,11 +219,67 @@ class Mutation:
     async def retry_resource(self, info: Info, id: strawberry.ID) -> Resource:
         try:
             async with info.context.store.transaction(sequenced=True) as session:
-                app, resource = await _locked_resource(session, str(id))
-                await operations.retry(session, resource, team=app.team)
+                _, resource = await _locked_resource(info, session, str(id))
+                await operations.retry(session, resource)
                 return Resource.from_row(resource)
         except operations.OperationError as exc:
             raise bad_input(str(exc), exc.problems) from None
+
+    @strawberry.mutation(description="Create an API token (admin only). The token is shown only here, once.")
+    async def create_token(
+        self,
+        info: Info,
+        team: str,
+        role: str = auth.MEMBER,
+        expires_in: str | None = None,
+        description: str | None = None,
+    ) -> CreatedToken:
+        _require_admin(info)
+        try:
+            expiry = auth.parse_expiry(expires_in)
+            async with info.context.store.transaction() as session:
+                row, text = await auth.create_token(
+                    session, team, role, expires_in=expiry, description=description
+                )
+        except ValueError as exc:
+            field = str(exc).split(":", 1)[0]
+            raise bad_input(str(exc), [Problem(field, str(exc).split(": ", 1)[-1])]) from None
+        return CreatedToken(token=text, info=ApiToken.from_row(row))
+
+    @strawberry.mutation(description="Revoke an API token (admin only); it stops working at once.")
+    async def revoke_token(self, info: Info, id: strawberry.ID) -> ApiToken:
+        _require_admin(info)
+        async with info.context.store.transaction() as session:
+            row = await session.get(models.Token, str(id))
+            if row is None:
+                raise not_found("token", str(id))
+            row.revoked_at = row.revoked_at or models.utcnow()
+            return ApiToken.from_row(row)
+
+
+async def _while_authenticated(info: Info, events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """Pass events through while the caller's token stays valid; end the stream when it does not."""
+    context = info.context
+    iterator = aiter(events)
+    pending: asyncio.Task[T] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=REAUTH_SECONDS)
+            if await context.services.authenticator.principal(context.token) is None:
+                raise unauthenticated()
+            if pending in done:
+                item = pending.result()
+                pending = None
+                yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        with contextlib.suppress(Exception):
+            await iterator.aclose()  # type: ignore[attr-defined]
 
 
 @strawberry.type
@@ -203,10 +295,17 @@ class Subscription:
         resource_id: strawberry.ID | None = None,
         after_sequence: int | None = None,
     ) -> AsyncGenerator[ResourceStateEvent, None]:
+        if info.context.principal is None:
+            raise unauthenticated()
+        if resource_id is not None:
+            async with info.context.store.session() as session:
+                await _visible_resource(info, session, str(resource_id))
         flt = EventFilter(
-            application=application, resource_id=str(resource_id) if resource_id is not None else None
+            application=application,
+            resource_id=str(resource_id) if resource_id is not None else None,
+            team=info.context.team_filter,
         )
-        async for event in stream(info.context.store, flt, after_sequence):
+        async for event in _while_authenticated(info, stream(info.context.store, flt, after_sequence)):
             yield ResourceStateEvent(
                 sequence=event.sequence,
                 resource_id=strawberry.ID(event.resource_id),
@@ -223,10 +322,19 @@ class Subscription:
     async def workflow_step_changed(
         self, info: Info, workflow_id: strawberry.ID | None = None, application: str | None = None
     ) -> AsyncGenerator[WorkflowStepEvent, None]:
+        if info.context.principal is None:
+            raise unauthenticated()
+        if workflow_id is not None:
+            async with info.context.store.session() as session:
+                row = await session.get(models.WorkflowExecution, str(workflow_id))
+            if row is None or not info.context.caller.can_see(row.team):
+                raise not_found("workflow", str(workflow_id))
         flt = StepFilter(
-            workflow_id=str(workflow_id) if workflow_id is not None else None, application=application
+            workflow_id=str(workflow_id) if workflow_id is not None else None,
+            application=application,
+            team=info.context.team_filter,
         )
-        async for event in info.context.store.hub.steps(flt):
+        async for event in _while_authenticated(info, info.context.store.hub.steps(flt)):
             yield WorkflowStepEvent(
                 workflow_id=strawberry.ID(event.workflow_id),
                 application=event.application_name,
@@ -244,13 +352,19 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-schema = strawberry.Schema(
-    query=Query,
-    mutation=Mutation,
-    subscription=Subscription,
-    extensions=[
+def make_schema(*, introspection: bool = True) -> strawberry.Schema:
+    extensions: list[Any] = [
+        Guard,
         lambda: MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
+        lambda: QueryDepthLimiter(max_depth=10),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
-    ],
-)
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+schema = make_schema()  # what `strawberry export-schema innominatus.api.schema:schema` prints

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 from sqlalchemy import select
@@ -78,10 +78,14 @@ class WorkflowStep:
     status: StepStatus
     attempts: int
     logs: str
-    outputs: JSON
+    stored_outputs: strawberry.Private[dict[str, Any]]
     error_message: str | None
     started_at: datetime | None
     finished_at: datetime | None
+
+    @strawberry.field(description="The step's outputs; secret ones are decrypted for the owning team.")
+    def outputs(self, info: strawberry.Info[Context, None]) -> JSON:
+        return info.context.store.box.open(self.stored_outputs)
 
     @classmethod
     def from_row(cls, row: models.WorkflowStep) -> WorkflowStep:
@@ -91,7 +95,7 @@ class WorkflowStep:
             status=StepStatusEnum(row.status),
             attempts=row.attempts,
             logs=row.logs,
-            outputs=row.outputs,
+            stored_outputs=row.outputs,
             error_message=row.error_message,
             started_at=row.started_at,
             finished_at=row.finished_at,
@@ -164,7 +168,7 @@ class Resource:
     state: ResourceState
     properties: JSON
     provider: str | None
-    outputs: JSON
+    stored_outputs: strawberry.Private[dict[str, Any]]
     error_message: str | None
     created_at: datetime
     updated_at: datetime
@@ -183,7 +187,7 @@ class Resource:
             state=ResourceStateEnum(row.state),
             properties=row.properties,
             provider=row.provider,
-            outputs=row.outputs,
+            stored_outputs=row.outputs,
             error_message=row.error_message,
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -191,6 +195,10 @@ class Resource:
             application_id=row.application_id,
             depends_on_names=list(row.depends_on or []),
         )
+
+    @strawberry.field(description="The workflow's outputs; secret ones are decrypted for the owning team.")
+    def outputs(self, info: strawberry.Info[Context, None]) -> JSON:
+        return info.context.store.box.open(self.stored_outputs)
 
     async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
         async with info.context.store.session() as session:
@@ -279,7 +287,8 @@ class Application:
                         models.Resource.application_id == self.id, models.Resource.state != "DELETED"
                     )
                 )
-                live = {r.name: LiveResource(r.id, r.state, r.outputs) for r in rows}
+                box = info.context.store.box
+                live = {r.name: LiveResource(r.id, r.state, box.open(r.outputs)) for r in rows}
             self._workload = workload(self.spec, live)
         return self._workload
 
@@ -341,3 +350,32 @@ class SubmitSpecPayload:
     application: Application
     resources: list[Resource]
     changed: bool = strawberry.field(description="False when the spec equals the current revision.")
+
+
+@strawberry.type
+class ApiToken:
+    id: strawberry.ID
+    team: str
+    role: str
+    description: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: models.Token) -> ApiToken:
+        return cls(
+            id=strawberry.ID(row.id),
+            team=row.team,
+            role=row.role,
+            description=row.description,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+@strawberry.type
+class CreatedToken:
+    token: str = strawberry.field(description="The token itself: shown only now, stored only as a hash.")
+    info: ApiToken

@@ -111,6 +111,7 @@ class Resource(Base):
     application_id: Mapped[str] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
     # Denormalised so list filters and event scoping need no join.
     application_name: Mapped[str] = mapped_column(String(63))
+    team: Mapped[str | None] = mapped_column(String(128), index=True)
     name: Mapped[str] = mapped_column(String(63))
     type: Mapped[str] = mapped_column(String(128))
     resource_class: Mapped[str | None] = mapped_column(String(128))
@@ -166,6 +167,7 @@ class WorkflowExecution(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     resource_id: Mapped[str] = mapped_column(ForeignKey("resources.id", ondelete="CASCADE"), index=True)
     application_name: Mapped[str] = mapped_column(String(63))
+    team: Mapped[str | None] = mapped_column(String(128), index=True)
     workflow_name: Mapped[str] = mapped_column(String(128))
     operation: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(128))
@@ -197,3 +199,18 @@ class WorkflowStep(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    team: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

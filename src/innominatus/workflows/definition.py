@@ -64,6 +64,10 @@ class WorkflowDefinition:
     outputs: tuple[OutputSpec, ...]
     timeout: float | None = None  # the whole workflow, counted from its first start
 
+    @property
+    def sensitive_outputs(self) -> frozenset[str]:
+        return frozenset(o.name for o in self.outputs if o.sensitive)
+
 
 class _Fields:
     """Typed access to one mapping of a file, with errors that name file and field."""
