@@ -1,14 +1,27 @@
-"""The `innominatus` command."""
+"""The `innominatus` command: the server, database maintenance, and API tokens (over GraphQL)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from innominatus.config import Settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line (exit code 2)."""
+
+
+# ------------------------------------------------------------------------------------------- server
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -32,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except CatalogError as exc:
         print(f"innominatus: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.getLogger("innominatus").info(
         "serving on http://%s:%d (database %s)",
         settings.host,
@@ -40,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
         _safe_url(settings.database_url),
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, ws="websockets-sansio")
-    return 0
+    return EXIT_OK
 
 
 def _safe_url(url: str) -> str:
@@ -63,11 +76,94 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     print(f"database upgraded: {_safe_url(settings.database_url)}")
-    return 0
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- tokens
+
+TOKEN_FIELDS = "id team role description createdAt expiresAt revokedAt"  # noqa: S105 - field names
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from innominatus.client import ApiClient
+
+    return ApiClient(args.server, args.token)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from innominatus.auth import parse_expiry
+
+    try:
+        parse_expiry(args.expires)  # bad input is refused here, before asking the server
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    data = _client(args).execute(
+        f"mutation($team: String!, $role: String!, $expires: String, $description: String) {{ "
+        f"createToken(team: $team, role: $role, expiresIn: $expires, description: $description) {{ "
+        f"token info {{ {TOKEN_FIELDS} }} }} }}",
+        team=args.team,
+        role=args.role,
+        expires=args.expires,
+        description=args.description,
+    )["createToken"]
+    info = data["info"]
+    expiry = f", expires {info['expiresAt']}" if info["expiresAt"] else ", never expires"
+    print(f"created {info['role']} token {info['id']} for team {info['team']}{expiry}", file=sys.stderr)
+    print(data["token"])  # alone on the last line of stdout, for scripts
+    return EXIT_OK
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    rows = _client(args).execute(f"{{ tokens {{ {TOKEN_FIELDS} }} }}")["tokens"]
+    keys = ["id", "team", "role", "createdAt", "expiresAt", "revokedAt"]
+    _print_rows(args, [{k: row[k] for k in keys} for row in rows], keys)
+    return EXIT_OK
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    row = _client(args).execute(
+        f"mutation($id: ID!) {{ revokeToken(id: $id) {{ {TOKEN_FIELDS} }} }}", id=args.id
+    )["revokeToken"]
+    print(f"revoked token {row['id']} of team {row['team']}", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps(row))
+    return EXIT_OK
+
+
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    widths = {k: max([len(k), *(len(str(r[k] or "-")) for r in rows)]) for k in keys}
+    print("  ".join(k.upper().ljust(widths[k]) for k in keys))
+    for row in rows:
+        print("  ".join(str(row[k] or "-").ljust(widths[k]) for k in keys))
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--server/--token/--output, accepted before or after the subcommand."""
+    kw: Callable[[Any], dict[str, Any]] = (
+        (lambda d: {"default": d}) if defaults else (lambda d: {"default": argparse.SUPPRESS})
+    )
+    parser.add_argument(
+        "--server",
+        help="innominatus server URL (INNOMINATUS_SERVER, default http://localhost:8081)",
+        **kw(os.environ.get("INNOMINATUS_SERVER") or "http://localhost:8081"),
+    )
+    parser.add_argument(
+        "--token", help="API token (INNOMINATUS_TOKEN)", **kw(os.environ.get("INNOMINATUS_TOKEN"))
+    )
+    parser.add_argument("--output", choices=["table", "json"], help="result format on stdout", **kw("table"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="innominatus", description="Platform orchestrator for Score specs")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API server and the orchestration engine")
@@ -87,23 +183,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    upgrade = db_sub.add_parser("upgrade", help="apply migrations (INNOMINATUS_DATABASE_URL)")
-    upgrade.set_defaults(func=_db_upgrade)
+    db_sub.add_parser("upgrade", help="apply migrations (INNOMINATUS_DATABASE_URL)").set_defaults(
+        func=_db_upgrade
+    )
+
+    token = sub.add_parser("token", parents=[common], help="API tokens (admin token required)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", parents=[common], help="create a token; prints it once")
+    create.add_argument("--team", required=True)
+    create.add_argument("--role", choices=["member", "admin"], default="member")
+    create.add_argument("--expires", help="lifetime like 30m, 12h, 7d (default: never expires)")
+    create.add_argument("--description")
+    create.set_defaults(func=_token_create)
+    token_sub.add_parser(
+        "list", parents=[common], help="list tokens (never the tokens themselves)"
+    ).set_defaults(func=_token_list)
+    revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_token_revoke)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return EXIT_USAGE if exc.code else EXIT_OK
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    from innominatus.client import ClientError
+
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except (UsageError, ValueError) as exc:
         print(f"innominatus: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except ClientError as exc:
+        print(f"innominatus: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.get('path') or '(spec)'}: {problem.get('message')}", file=sys.stderr)
+        return EXIT_USAGE if exc.code == "BAD_USER_INPUT" else EXIT_FAILURE
 
 
 if __name__ == "__main__":
