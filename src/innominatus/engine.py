@@ -447,7 +447,9 @@ class Engine:
         recorder = _StepRecorder(self.store, claim)
         try:
             async with asyncio.timeout_at(_loop_deadline(claim.deadline)):
-                outcome = await run_steps(definition, ctx, recorder, start_at=start_at)
+                outcome = await run_steps(
+                    definition, ctx, recorder, start_at=start_at, platform=self.catalog.platform
+                )
         except TimeoutError:
             error = f"workflow '{definition.name}' timed out after {definition.timeout:g}s"
             await recorder.fail_current(error)

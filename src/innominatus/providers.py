@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from innominatus.admin_config import AdminConfig, load_admin_config
 from innominatus.states import Operation
 from innominatus.strict_yaml import YamlError, load_yaml
 from innominatus.workflows.definition import (
@@ -75,7 +76,8 @@ class Resolution:
 
 
 class Catalog:
-    def __init__(self, providers: list[Provider]) -> None:
+    def __init__(self, providers: list[Provider], platform: AdminConfig | None = None) -> None:
+        self.platform = platform or AdminConfig.default()
         self.providers: dict[str, Provider] = {}
         self._types: dict[str, tuple[Provider, str]] = {}
         for provider in providers:
@@ -146,13 +148,16 @@ class Catalog:
 
 def load_catalog(providers_dir: Path | None, config_file: Path | None) -> Catalog:
     """Providers from `<providers_dir>/*/provider.yaml` plus the config file's `providers:` list."""
+    try:
+        platform = load_admin_config(config_file)
+    except DefinitionError as exc:
+        raise CatalogError(str(exc)) from None
     dirs: list[Path] = []
     if providers_dir is not None:
         if not providers_dir.is_dir():
             raise CatalogError(f"{providers_dir}: providers directory not found")
         dirs.extend(sorted(p.parent for p in providers_dir.glob("*/provider.yaml")))
-    if config_file is not None:
-        dirs.extend(_config_provider_dirs(config_file))
+    dirs.extend(platform.provider_dirs)
     seen: set[Path] = set()
     providers: list[Provider] = []
     for directory in dirs:
@@ -160,7 +165,7 @@ def load_catalog(providers_dir: Path | None, config_file: Path | None) -> Catalo
         if resolved in seen:
             continue  # the same provider found twice is loaded once
         seen.add(resolved)
-        provider = load_provider(directory)
+        provider = load_provider(directory, platform)
         clash = next((p for p in providers if p.name == provider.name), None)
         if clash is not None:
             raise CatalogError(
@@ -168,66 +173,22 @@ def load_catalog(providers_dir: Path | None, config_file: Path | None) -> Catalo
                 f"loaded from {clash.path / 'provider.yaml'}"
             )
         providers.append(provider)
-    catalog = Catalog(providers)
+    catalog = Catalog(providers, platform)
     log.info("loaded %d provider(s): %s", len(providers), ", ".join(p.name for p in providers) or "none")
     return catalog
 
 
-def _config_provider_dirs(config_file: Path) -> list[Path]:
-    display = str(config_file)
-    try:
-        doc = load_yaml(config_file.read_text(encoding="utf-8"), display)
-    except FileNotFoundError:
-        raise CatalogError(f"{display}: config file not found") from None
-    except YamlError as exc:
-        raise CatalogError(str(exc)) from None
-    if doc is None:
-        return []
-    if not isinstance(doc, dict):
-        raise CatalogError(f"{display}: must be a mapping")
-    entries = doc.get("providers") or []
-    if not isinstance(entries, list):
-        raise CatalogError(f"{display}.providers: must be a list")
-    try:
-        return _config_entries(config_file, display, entries)
-    except CatalogError:
-        raise
-    except DefinitionError as exc:
-        raise CatalogError(str(exc)) from exc
-
-
-def _config_entries(config_file: Path, display: str, entries: list[Any]) -> list[Path]:
-    dirs: list[Path] = []
-    for i, entry in enumerate(entries):
-        where = f"{display}.providers[{i}]"
-        f = _Fields(entry, where, {"name", "type", "path", "enabled", "category", "repository", "ref"})
-        if f.get("enabled", bool, default=True) is False:
-            continue
-        ptype = f.get("type", str, default="filesystem")
-        if ptype != "filesystem":
-            raise CatalogError(
-                f"{where}.type: provider source type {ptype!r} is not supported (use 'filesystem')"
-            )
-        path = Path(f.get("path", str, required=True))
-        if not path.is_absolute():
-            path = config_file.parent / path
-        if not (path / "provider.yaml").is_file():
-            raise CatalogError(f"{where}.path: {path / 'provider.yaml'} not found")
-        dirs.append(path)
-    return dirs
-
-
-def load_provider(directory: Path) -> Provider:
+def load_provider(directory: Path, platform: AdminConfig | None = None) -> Provider:
     """One provider folder; every problem (its manifest or a workflow file) raises CatalogError."""
     try:
-        return _load_provider(directory)
+        return _load_provider(directory, platform or AdminConfig.default())
     except CatalogError:
         raise
     except DefinitionError as exc:  # the server's start-up catches CatalogError: keep the message whole
         raise CatalogError(str(exc)) from exc
 
 
-def _load_provider(directory: Path) -> Provider:
+def _load_provider(directory: Path, platform: AdminConfig) -> Provider:
     manifest = directory / "provider.yaml"
     display = str(manifest)
     try:
@@ -273,7 +234,9 @@ def _load_provider(directory: Path) -> Provider:
             raise CatalogError(f"{where}.file: {file!r} points outside the provider directory")
         if not path.is_file():
             raise CatalogError(f"{where}.file: workflow file not found: {directory / file}")
-        definition = load_workflow(path, display=f"{directory / file}", step_types=STEP_TYPES)
+        definition = load_workflow(
+            path, display=f"{directory / file}", step_types=STEP_TYPES, platform=platform
+        )
         workflows[wname] = WorkflowRef(
             name=wname,
             operation=operation,

@@ -59,7 +59,9 @@ def test_shipped_database_team_loads() -> None:
     provider = catalog.providers["database-team"]
     assert provider.version == "1.0.0"
     assert provider.capabilities == ["postgres", "postgresql", "postgres-mock"]
-    assert catalog.resolve("postgresql", "create").workflow.name == "provision-postgres"
+    assert catalog.resolve("postgresql", "create").workflow.name == "provision-postgres-direct"
+    assert catalog.resolve("postgres", "create", "direct").workflow.name == "provision-postgres-direct"
+    assert catalog.resolve("postgres", "delete").workflow.name == "delete-postgres-direct"
     assert catalog.resolve("postgres-mock", "delete").workflow.name == "delete-postgres-mock"
     ref = provider.workflows["provision-postgres-mock"]
     assert ref.category == "provisioner" and "mock" in ref.tags

@@ -138,7 +138,9 @@ def parse_duration(value: Any, where: str) -> float:
     return seconds
 
 
-def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> WorkflowDefinition:
+def load_workflow(
+    path: Path, *, display: str, step_types: dict[str, Any], platform: Any = None
+) -> WorkflowDefinition:
     """Parse and validate one workflow file; compile every template it holds."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -181,7 +183,7 @@ def load_workflow(path: Path, *, display: str, step_types: dict[str, Any]) -> Wo
     step_names = [s.get("name") for s in raw_steps if isinstance(s, dict) and isinstance(s.get("name"), str)]
     steps: list[Step] = []
     for i, raw in enumerate(raw_steps):
-        step = _step(raw, f"{display}.steps[{i}]", step_types, step_names)
+        step = _step(raw, f"{display}.steps[{i}]", step_types, step_names, platform)
         if any(s.name == step.name for s in steps):
             raise DefinitionError(f"{display}.steps[{i}].name: '{step.name}' is used by an earlier step")
         steps.append(step)
@@ -253,7 +255,7 @@ def value_has_type(ptype: str, value: Any) -> bool:
     return isinstance(value, _PARAMETER_PYTHON_TYPES[ptype])
 
 
-def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str]) -> Step:
+def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str], platform: Any) -> Step:
     # Keys other versions know (`when`, `env`...) are not implemented here: they are warned about as
     # unknown keys rather than silently accepted.
     f = _Fields(
@@ -274,7 +276,7 @@ def _step(raw: Any, where: str, step_types: dict[str, Any], step_names: list[str
         else DEFAULT_STEP_TIMEOUT
     )
     templates: dict[str, Template] = {}
-    for key, shell in step_types[stype].template_fields(config, f"{where}.config"):
+    for key, shell in step_types[stype].template_fields(config, f"{where}.config", platform):
         templates[key] = _compile(config[key], f"{where}.config.{key}", shell=shell, step_names=step_names)
     retries = f.get("retries", int, default=0)
     if not 0 <= retries <= MAX_RETRIES:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from innominatus.admin_config import AdminConfig
 from innominatus.workflows.definition import MAX_RETRY_DELAY, Step, WorkflowDefinition, value_has_type
 from innominatus.workflows.policy import StepResult
 from innominatus.workflows.steps import STEP_TYPES
@@ -76,24 +77,30 @@ class RunOutcome:
 
 
 async def run_steps(
-    definition: WorkflowDefinition, ctx: RunContext, hooks: StepHooks, start_at: int = 0
+    definition: WorkflowDefinition,
+    ctx: RunContext,
+    hooks: StepHooks,
+    start_at: int = 0,
+    platform: AdminConfig | None = None,
 ) -> RunOutcome:
     """Run the steps from `start_at`; earlier steps' outputs must already be in ctx.steps."""
     for index, step in enumerate(definition.steps):
         if index < start_at:
             continue
-        result = await _run_with_retries(index, step, ctx, hooks)
+        result = await _run_with_retries(index, step, ctx, hooks, platform or AdminConfig.default())
         if not result.succeeded:
             return RunOutcome(False, step.name, f"step '{step.name}' failed: {result.error}")
         ctx.steps[step.name] = {"outputs": result.outputs}
     return RunOutcome(True)
 
 
-async def _run_with_retries(index: int, step: Step, ctx: RunContext, hooks: StepHooks) -> StepResult:
+async def _run_with_retries(
+    index: int, step: Step, ctx: RunContext, hooks: StepHooks, platform: AdminConfig
+) -> StepResult:
     delay = step.retry_delay
     for remaining in range(step.retries, -1, -1):
         attempt = await hooks.attempt_started(index, step)
-        result = await _run_step(index, step, ctx, hooks)
+        result = await _run_step(index, step, ctx, hooks, platform)
         final = result.succeeded or remaining == 0
         await hooks.attempt_finished(index, step, attempt, result, final)
         if final:
@@ -103,12 +110,14 @@ async def _run_with_retries(index: int, step: Step, ctx: RunContext, hooks: Step
     raise AssertionError("unreachable")
 
 
-async def _run_step(index: int, step: Step, ctx: RunContext, hooks: StepHooks) -> StepResult:
+async def _run_step(
+    index: int, step: Step, ctx: RunContext, hooks: StepHooks, platform: AdminConfig
+) -> StepResult:
     async def on_line(stream: str, line: str) -> None:
         await hooks.log_line(index, stream, line)
 
     try:
-        return await STEP_TYPES[step.type].run(step, ctx.template_context(), on_line)
+        return await STEP_TYPES[step.type].run(step, ctx.template_context(), on_line, platform)
     except RenderError as exc:
         return StepResult(succeeded=False, logs="", outputs={}, error=str(exc))
 

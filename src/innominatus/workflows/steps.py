@@ -1,40 +1,63 @@
-"""Step types: each says which config fields are templates (checked at load) and how it runs."""
+"""Step types: each checks its config at load (with the platform's settings, never a spec's), says
+which config fields are templates, and runs a step. The registry is at the end."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from innominatus.workflows.definition import DefinitionError, Step
 from innominatus.workflows.policy import StepResult, run_policy
+
+if TYPE_CHECKING:
+    from innominatus.admin_config import AdminConfig
 
 LogLine = Callable[[str, str], Awaitable[None] | None]
 
 
 class StepType(Protocol):
-    def template_fields(self, config: dict[str, Any], where: str) -> list[tuple[str, bool]]:
+    def template_fields(
+        self, config: dict[str, Any], where: str, platform: AdminConfig
+    ) -> list[tuple[str, bool]]:
         """Validate `config`; return (key, is_shell_script) for every field that is a template."""
         ...
 
     async def run(
-        self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None
+        self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
     ) -> StepResult: ...
+
+
+def require_str(config: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    value = config.get(key)
+    if value is None:
+        if required:
+            raise DefinitionError(f"{where}.{key}: is required")
+        return None
+    if not isinstance(value, str):
+        raise DefinitionError(f"{where}.{key}: must be a string")
+    return value
 
 
 class PolicyStep:
     """`policy`: a bash script, rendered with shell-safe templates, run in a fresh temp dir."""
 
-    def template_fields(self, config: dict[str, Any], where: str) -> list[tuple[str, bool]]:
-        script = config.get("script")
-        if script is None:
-            raise DefinitionError(f"{where}.script: is required")
-        if not isinstance(script, str):
-            raise DefinitionError(f"{where}.script: must be a string")
+    def template_fields(
+        self, config: dict[str, Any], where: str, platform: AdminConfig
+    ) -> list[tuple[str, bool]]:
+        require_str(config, "script", where)
         return [("script", True)]
 
-    async def run(self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None) -> StepResult:
+    async def run(
+        self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
+    ) -> StepResult:
         script = step.templates["script"].render(context)
         return await run_policy(script, timeout=step.timeout, on_log_line=on_log_line)
 
 
-STEP_TYPES: dict[str, StepType] = {"policy": PolicyStep()}
+def _registry() -> dict[str, StepType]:
+    from innominatus.workflows.postgres import PostgresStep
+
+    return {"policy": PolicyStep(), "postgres": PostgresStep()}
+
+
+STEP_TYPES: dict[str, StepType] = _registry()

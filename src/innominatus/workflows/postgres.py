@@ -1,0 +1,213 @@
+"""Step type `postgres`: a role and a database on a PostgreSQL server the platform team configures.
+
+Names derive from the application and resource names only; spec properties never become SQL text, and
+every identifier and literal is quoted by the server itself (format %I / %L). What it creates carries a
+comment naming the resource, so a re-run adopts its own objects and refuses anyone else's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from innominatus.workflows.definition import DefinitionError, Step
+from innominatus.workflows.policy import StepResult
+from innominatus.workflows.steps import LogLine, require_str
+
+if TYPE_CHECKING:
+    from innominatus.admin_config import AdminConfig
+
+OPERATIONS = ("create", "update", "delete")
+MAX_IDENTIFIER = 63
+_UNSAFE = re.compile(r"[^a-z0-9_]")
+
+
+def object_name(app: str, resource: str) -> str:
+    """A PostgreSQL identifier for a resource: [a-z0-9_], not pg_ or a digit first, at most 63 bytes."""
+    raw = f"{app}_{resource}"
+    name = _UNSAFE.sub("_", raw.lower())
+    if name.startswith("pg_") or name[:1].isdigit() or not name:
+        name = f"db_{name}"
+    if len(name) > MAX_IDENTIFIER:
+        suffix = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_IDENTIFIER - 9]}_{suffix}"
+    return name
+
+
+def marker(resource_id: str) -> str:
+    return f"managed by innominatus for resource {resource_id}"
+
+
+def new_password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+class PostgresStep:
+    def template_fields(
+        self, config: dict[str, Any], where: str, platform: AdminConfig
+    ) -> list[tuple[str, bool]]:
+        target = require_str(config, "target", where)
+        if target not in platform.postgres_targets:
+            known = ", ".join(sorted(platform.postgres_targets)) or "none"
+            raise DefinitionError(
+                f"{where}.target: unknown postgres target {target!r} (admin-config targets: {known})"
+            )
+        operation = require_str(config, "operation", where)
+        if operation not in OPERATIONS:
+            raise DefinitionError(
+                f"{where}.operation: must be one of {', '.join(OPERATIONS)}, got {operation!r}"
+            )
+        fields = []
+        if require_str(config, "connectionLimit", where, required=False) is not None:
+            fields.append(("connectionLimit", False))
+        return fields
+
+    async def run(
+        self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
+    ) -> StepResult:
+        target = platform.postgres_targets[step.config["target"]]
+        logs: list[str] = []
+
+        async def say(line: str) -> None:
+            logs.append(line)
+            if on_log_line is not None:
+                result = on_log_line("stdout", line)
+                if result is not None:
+                    await result
+
+        resource = context["resource"]
+        name = object_name(context["app"]["name"], resource["name"])
+        try:
+            limit = self._connection_limit(step, context)
+            admin_url = target.admin_url()
+        except (LookupError, ValueError) as exc:
+            return StepResult(False, "", {}, str(exc))
+        where = _host_port(admin_url)
+        try:
+            conn = await asyncpg.connect(admin_url, timeout=min(step.timeout, 10))
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            return StepResult(
+                False, "", {}, f"cannot connect to postgres target '{target.name}' at {where}: {exc}"
+            )
+        try:
+            operation = step.config["operation"]
+            if operation == "delete":
+                await _delete(conn, name, resource["id"], say)
+                outputs: dict[str, Any] = {"database_name": name, "status": "deleted"}
+            else:
+                password = (resource.get("outputs") or {}).get("password") or new_password()
+                await _ensure(conn, name, resource["id"], password, limit, say)
+                outputs = _outputs(admin_url, name, password)
+        except _Refused as exc:
+            return StepResult(False, "\n".join(logs), {}, str(exc))
+        except (asyncpg.PostgresError, OSError) as exc:
+            return StepResult(
+                False, "\n".join(logs), {}, f"postgres target '{target.name}' at {where}: {exc}"
+            )
+        finally:
+            await conn.close()
+        return StepResult(True, "\n".join(logs) + "\n", outputs, None)
+
+    @staticmethod
+    def _connection_limit(step: Step, context: Mapping[str, Any]) -> int:
+        template = step.templates.get("connectionLimit")
+        raw: Any = template.render(context) if template else context["parameters"].get("connection_limit", -1)
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"connection_limit: must be a whole number, got {raw!r}") from None
+        if value < -1:
+            raise ValueError(f"connection_limit: must be -1 (no limit) or more, got {value}")
+        return value
+
+
+class _Refused(Exception):
+    pass
+
+
+async def _ensure(conn: Any, name: str, resource_id: str, password: str, limit: int, say: Any) -> None:
+    mine = marker(resource_id)
+    role = await conn.fetchrow(
+        "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1", name
+    )
+    if role is not None and role["note"] != mine:
+        raise _Refused(f"role {name} already exists and was not created for this resource; not adopting it")
+    if role is None:
+        await say(f"creating role {name}")
+        await _run(conn, "CREATE ROLE %I LOGIN", name)
+        await _run(conn, "COMMENT ON ROLE %I IS %L", name, mine)
+    else:
+        await say(f"role {name} exists (ours): converging")
+    await _run(conn, f"ALTER ROLE %I WITH LOGIN CONNECTION LIMIT {int(limit)} PASSWORD %L", name, password)
+    database = await conn.fetchrow(
+        "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = $1", name
+    )
+    if database is not None and database["note"] != mine:
+        raise _Refused(
+            f"database {name} already exists and was not created for this resource; not adopting it"
+        )
+    if database is None:
+        await say(f"creating database {name} owned by {name}")
+        await _run(conn, "CREATE DATABASE %I OWNER %I", name, name)
+        await _run(conn, "COMMENT ON DATABASE %I IS %L", name, mine)
+    await _run(conn, "REVOKE ALL ON DATABASE %I FROM PUBLIC", name)
+    await say(f"database {name} ready (connection limit {limit})")
+
+
+async def _delete(conn: Any, name: str, resource_id: str, say: Any) -> None:
+    mine = marker(resource_id)
+    database = await conn.fetchrow(
+        "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = $1", name
+    )
+    role = await conn.fetchrow(
+        "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1", name
+    )
+    for kind, row in (("database", database), ("role", role)):
+        if row is not None and row["note"] != mine:
+            raise _Refused(f"{kind} {name} was not created for this resource; not dropping it")
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE (datname = $1 OR usename = $1) "
+        "AND pid <> pg_backend_pid()",
+        name,
+    )
+    if database is not None:
+        await say(f"dropping database {name}")
+        await _run(conn, "DROP DATABASE IF EXISTS %I WITH (FORCE)", name)
+    if role is not None:
+        await say(f"dropping role {name}")
+        await _run(conn, "DROP ROLE IF EXISTS %I", name)
+    await say(f"{name} deleted")
+
+
+async def _run(conn: Any, template: str, *args: str) -> None:
+    """Let the server quote: format() with %I (identifier) and %L (literal), then run the result."""
+    placeholders = ", ".join(f"${i + 2}::text" for i in range(len(args)))
+    sql = await conn.fetchval(f"SELECT format($1::text, {placeholders})", template, *args)
+    await conn.execute(sql)
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+def _outputs(admin_url: str, name: str, password: str) -> dict[str, str]:
+    parts = urlsplit(admin_url)
+    host, port = parts.hostname or "localhost", str(parts.port or 5432)
+    return {
+        "host": host,
+        "port": port,
+        "username": name,
+        "password": password,
+        "database_name": name,
+        "connection_string": f"postgresql://{quote(name, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"{quote(name, safe='')}",
+    }
