@@ -148,12 +148,11 @@ async def test_delete_application_keeps_history(server: Server) -> None:
 
 async def test_retry_resource(server: Server) -> None:
     app = "retry-app"
-    broken = spec_named(app).replace("type: postgres-mock", "type: postgres")  # its workflow fails
+    broken = spec_named(app).replace("      db_name: demo_db\n", "")  # the workflow requires db_name
     async with http_client(server) as s:
         await run(s, SUBMIT, spec=broken)
         db = (await until(s, app, {"database": "FAILED"}))["database"]
-        assert "step 'check-configuration' failed" in db["errorMessage"]
-        assert "not configured" in db["errorMessage"]
+        assert "parameter 'db_name' is required" in db["errorMessage"]
         retried = (await run(s, RETRY, id=db["id"]))["retryResource"]
         assert retried["state"] == "PROVISIONING"  # it has left FAILED when the mutation returns
         db = (await until(s, app, {"database": "FAILED"}))["database"]

@@ -23,7 +23,7 @@ from strawberry.extensions import (
 )
 from strawberry.scalars import JSON
 
-from innominatus import auth, operations, specs
+from innominatus import auth, operations, queries, specs
 from innominatus.api.context import Context
 from innominatus.api.errors import bad_input, forbidden, not_found
 from innominatus.api.guard import Guard, unauthenticated
@@ -53,11 +53,6 @@ T = TypeVar("T")
 REAUTH_SECONDS = 2.0  # a live subscription of a revoked or expired token ends within this (+1 s cache)
 
 
-def _scoped(info: Info, query: Any, column: Any) -> Any:
-    team = info.context.team_filter
-    return query if team is None else query.where(column == team)
-
-
 def _require_admin(info: Info) -> None:
     if not info.context.caller.is_admin:
         raise forbidden("only an admin token may manage tokens")
@@ -68,6 +63,10 @@ async def _visible_resource(info: Info, session: AsyncSession, resource_id: str)
     if row is None or not info.context.caller.can_see(row.team):
         raise not_found("resource", resource_id)  # another team's id looks exactly like an unknown one
     return row
+
+
+def _visible(error: queries.NotVisible) -> GraphQLError:
+    return not_found(error.kind, error.key)
 
 
 @strawberry.type
@@ -85,22 +84,19 @@ class Query:
 
     @strawberry.field
     async def applications(self, info: Info) -> list[Application]:
-        query = select(models.Application).where(models.Application.deleted_at.is_(None))
-        query = _scoped(info, query, models.Application.team).order_by(models.Application.name)
-        async with info.context.store.session() as session:
-            return [Application.from_row(r) for r in await session.scalars(query)]
+        return [
+            Application.from_row(r)
+            for r in await queries.applications(info.context.store, info.context.caller)
+        ]
 
     @strawberry.field
     async def application(self, info: Info, name: str) -> Application:
-        async with info.context.store.session() as session:
-            row = await session.scalar(
-                select(models.Application).where(
-                    models.Application.name == name, models.Application.deleted_at.is_(None)
-                )
+        try:
+            return Application.from_row(
+                await queries.application(info.context.store, info.context.caller, name)
             )
-        if row is None or not info.context.caller.can_see(row.team):
-            raise not_found("application", name)
-        return Application.from_row(row)
+        except queries.NotVisible as exc:
+            raise _visible(exc) from None
 
     @strawberry.field
     async def resources(
@@ -110,42 +106,42 @@ class Query:
         state: ResourceState | None = None,
         type: str | None = None,
     ) -> list[Resource]:
-        query = _scoped(info, select(models.Resource), models.Resource.team)
-        if application is not None:
-            query = query.where(models.Resource.application_name == application)
-        if state is not None:
-            query = query.where(models.Resource.state == ResourceStateEnum(state).value)
-        if type is not None:
-            query = query.where(models.Resource.type == type)
-        async with info.context.store.session() as session:
-            rows = await session.scalars(query.order_by(models.Resource.created_at, models.Resource.name))
-            return [Resource.from_row(r) for r in rows]
+        rows = await queries.resources(
+            info.context.store,
+            info.context.caller,
+            application=application,
+            state=ResourceStateEnum(state).value if state is not None else None,
+            type=type,
+        )
+        return [Resource.from_row(r) for r in rows]
 
     @strawberry.field
     async def resource(self, info: Info, id: strawberry.ID) -> Resource:
-        async with info.context.store.session() as session:
-            return Resource.from_row(await _visible_resource(info, session, str(id)))
+        try:
+            return Resource.from_row(await queries.resource(info.context.store, info.context.caller, str(id)))
+        except queries.NotVisible as exc:
+            raise _visible(exc) from None
 
     @strawberry.field
     async def workflows(
         self, info: Info, application: str | None = None, status: WorkflowStatus | None = None
     ) -> list[WorkflowExecution]:
-        query = _scoped(info, select(models.WorkflowExecution), models.WorkflowExecution.team)
-        if application is not None:
-            query = query.where(models.WorkflowExecution.application_name == application)
-        if status is not None:
-            query = query.where(models.WorkflowExecution.status == str(status.value))
-        async with info.context.store.session() as session:
-            rows = await session.scalars(query.order_by(models.WorkflowExecution.started_at))
-            return [WorkflowExecution.from_row(r) for r in rows]
+        rows = await queries.workflows(
+            info.context.store,
+            info.context.caller,
+            application=application,
+            status=str(status.value) if status is not None else None,
+        )
+        return [WorkflowExecution.from_row(r) for r in rows]
 
     @strawberry.field
     async def workflow(self, info: Info, id: strawberry.ID) -> WorkflowExecution:
-        async with info.context.store.session() as session:
-            row = await session.get(models.WorkflowExecution, str(id))
-        if row is None or not info.context.caller.can_see(row.team):
-            raise not_found("workflow", str(id))
-        return WorkflowExecution.from_row(row)
+        try:
+            return WorkflowExecution.from_row(
+                await queries.workflow(info.context.store, info.context.caller, str(id))
+            )
+        except queries.NotVisible as exc:
+            raise _visible(exc) from None
 
     @strawberry.field(description="API tokens (admin only); never the tokens themselves.")
     async def tokens(self, info: Info) -> list[ApiToken]:

@@ -1,0 +1,110 @@
+"""Read access for callers: what a caller may see (their team's rows; admins all), shared by the
+GraphQL API and the REST layer so both answer the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from innominatus.auth import Principal
+from innominatus.db import models
+from innominatus.store import Store
+
+
+class NotVisible(LookupError):
+    """Unknown, or another team's: the caller cannot tell which."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} '{key}' not found")
+        self.kind = kind
+        self.key = key
+
+
+def _scoped(caller: Principal, query: Any, column: Any) -> Any:
+    return query if caller.is_admin else query.where(column == caller.team)
+
+
+async def applications(store: Store, caller: Principal) -> list[models.Application]:
+    query = _scoped(
+        caller,
+        select(models.Application).where(models.Application.deleted_at.is_(None)),
+        models.Application.team,
+    )
+    async with store.session() as session:
+        return list(await session.scalars(query.order_by(models.Application.name)))
+
+
+async def application(store: Store, caller: Principal, name: str) -> models.Application:
+    async with store.session() as session:
+        row = await session.scalar(
+            select(models.Application).where(
+                models.Application.name == name, models.Application.deleted_at.is_(None)
+            )
+        )
+    if row is None or not caller.can_see(row.team):
+        raise NotVisible("application", name)
+    return row
+
+
+async def resources(
+    store: Store,
+    caller: Principal,
+    *,
+    application: str | None = None,
+    state: str | None = None,
+    type: str | None = None,
+) -> list[models.Resource]:
+    query = _scoped(caller, select(models.Resource), models.Resource.team)
+    if application is not None:
+        query = query.where(models.Resource.application_name == application)
+    if state is not None:
+        query = query.where(models.Resource.state == state)
+    if type is not None:
+        query = query.where(models.Resource.type == type)
+    async with store.session() as session:
+        return list(await session.scalars(query.order_by(models.Resource.created_at, models.Resource.name)))
+
+
+async def resource(store: Store, caller: Principal, resource_id: str) -> models.Resource:
+    async with store.session() as session:
+        row = await session.get(models.Resource, resource_id)
+    if row is None or not caller.can_see(row.team):
+        raise NotVisible("resource", resource_id)
+    return row
+
+
+async def workflows(
+    store: Store, caller: Principal, *, application: str | None = None, status: str | None = None
+) -> list[models.WorkflowExecution]:
+    query = _scoped(caller, select(models.WorkflowExecution), models.WorkflowExecution.team)
+    if application is not None:
+        query = query.where(models.WorkflowExecution.application_name == application)
+    if status is not None:
+        query = query.where(models.WorkflowExecution.status == status)
+    async with store.session() as session:
+        return list(await session.scalars(query.order_by(models.WorkflowExecution.started_at)))
+
+
+async def workflow(store: Store, caller: Principal, execution_id: str) -> models.WorkflowExecution:
+    async with store.session() as session:
+        row = await session.get(models.WorkflowExecution, execution_id)
+    if row is None or not caller.can_see(row.team):
+        raise NotVisible("workflow", execution_id)
+    return row
+
+
+async def steps(store: Store, execution_ids: list[str]) -> dict[str, list[models.WorkflowStep]]:
+    """The steps of several executions at once (one query), in order."""
+    found: dict[str, list[models.WorkflowStep]] = {i: [] for i in execution_ids}
+    if not execution_ids:
+        return found
+    async with store.session() as session:
+        rows = await session.scalars(
+            select(models.WorkflowStep)
+            .where(models.WorkflowStep.execution_id.in_(execution_ids))
+            .order_by(models.WorkflowStep.execution_id, models.WorkflowStep.position)
+        )
+        for row in rows:
+            found[row.execution_id].append(row)
+    return found
