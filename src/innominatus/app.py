@@ -18,9 +18,11 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from innominatus import auth
+from innominatus.api import rest
 from innominatus.api.context import Context, Services
 from innominatus.api.limits import BodySizeLimit
 from innominatus.api.schema import make_schema
+from innominatus.auth import bearer
 from innominatus.config import Settings
 from innominatus.db import database
 from innominatus.engine import Engine
@@ -33,12 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
-
-
-def bearer(value: object) -> str | None:
-    if not isinstance(value, str) or not value.lower().startswith("bearer "):
-        return None
-    return value[7:].strip() or None
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -125,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/ready", ready),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *rest.routes,
         ],
         middleware=[Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)],
         lifespan=lifespan,

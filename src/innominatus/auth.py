@@ -41,6 +41,13 @@ class Principal:
 DEV_ADMIN = Principal(team=ADMIN_TEAM, role=ADMIN, token_id=None)
 
 
+def bearer(value: object) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value."""
+    if not isinstance(value, str) or not value.lower().startswith("bearer "):
+        return None
+    return value[7:].strip() or None
+
+
 def new_token() -> str:
     return "inn_" + secrets.token_urlsafe(32)
 

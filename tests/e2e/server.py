@@ -57,8 +57,9 @@ def run_server(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     ready_timeout: float = 30,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    port = free_port()
+    port = port or free_port()
     log = workdir / "server.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
     full_env["INNOMINATUS_ADMIN_TOKEN"] = ADMIN_TOKEN

@@ -23,7 +23,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope["path"])
             return
         seen = 0
         started = False
@@ -46,20 +46,15 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, scope["path"])
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "data": None,
-                "errors": [
-                    {
-                        "message": f"request body is larger than {self.max_bytes} bytes",
-                        "extensions": {"code": "PAYLOAD_TOO_LARGE"},
-                    }
-                ],
-            }
-        ).encode()
+    async def _refuse(self, send: Send, path: str) -> None:
+        message = f"request body is larger than {self.max_bytes} bytes"
+        if path.startswith("/api/"):  # the REST layer's error shape
+            payload: dict[str, object] = {"error": message, "problems": []}
+        else:
+            payload = {"data": None, "errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}
+        body = json.dumps(payload).encode()
         await send(
             {
                 "type": "http.response.start",
