@@ -187,6 +187,43 @@ def build_parser() -> argparse.ArgumentParser:
         func=_db_upgrade
     )
 
+    from innominatus import commands
+
+    submit = sub.add_parser("submit", parents=[common], help="submit a Score spec; --watch follows it live")
+    submit.add_argument("file")
+    submit.add_argument("--watch", action="store_true", help="show each resource's state live until final")
+    submit.add_argument("--timeout", type=float, default=600, help="seconds --watch waits (default 600)")
+    submit.set_defaults(func=commands.submit)
+    status = sub.add_parser("status", parents=[common], help="applications, or one application's resources")
+    status.add_argument("app", nargs="?")
+    status.set_defaults(func=commands.status)
+    sub.add_parser("resources", parents=[common], help="every resource you may see").set_defaults(
+        func=commands.resources
+    )
+    sub.add_parser("providers", parents=[common], help="loaded providers").set_defaults(
+        func=commands.providers
+    )
+    workflows = sub.add_parser("workflows", parents=[common], help="workflow runs")
+    workflows.add_argument("app", nargs="?")
+    workflows.set_defaults(func=commands.workflows)
+    workflow = sub.add_parser("workflow", parents=[common], help="one workflow run and its steps")
+    workflow.add_argument("id")
+    workflow.add_argument("--logs", action="store_true", help="print every step's logs")
+    workflow.set_defaults(func=commands.workflow)
+    delete = sub.add_parser("delete", parents=[common], help="delete an application and its resources")
+    delete.add_argument("app")
+    delete.add_argument("--watch", action="store_true")
+    delete.add_argument("--timeout", type=float, default=600)
+    delete.set_defaults(func=commands.delete)
+    retry = sub.add_parser("retry", parents=[common], help="retry a FAILED resource from its failed step")
+    retry.add_argument("id")
+    retry.set_defaults(func=commands.retry)
+    validate = sub.add_parser("validate", parents=[common], help="check a spec offline, as the server would")
+    validate.add_argument("file")
+    validate.add_argument("--providers-dir", help="provider folders (default ./providers)")
+    validate.add_argument("--config", help="admin config file (default ./admin-config.yaml)")
+    validate.set_defaults(func=commands.validate)
+
     token = sub.add_parser("token", parents=[common], help="API tokens (admin token required)")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", parents=[common], help="create a token; prints it once")
@@ -212,20 +249,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code else EXIT_OK
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
     logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(), format="%(levelname)s %(name)s: %(message)s"
+        level=getattr(args, "log_level", "warning").upper(), format="%(levelname)s %(name)s: %(message)s"
     )
+    from innominatus import commands
     from innominatus.client import ClientError
 
     try:
         return int(args.func(args))
-    except (UsageError, ValueError) as exc:
-        print(f"innominatus: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, commands.BadInput) as exc:
+        commands.report(exc)
         return EXIT_USAGE
-    except ClientError as exc:
-        print(f"innominatus: {exc}", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem.get('path') or '(spec)'}: {problem.get('message')}", file=sys.stderr)
-        return EXIT_USAGE if exc.code == "BAD_USER_INPUT" else EXIT_FAILURE
+    except (ClientError, commands.CommandFailed) as exc:
+        commands.report(exc)
+        return EXIT_USAGE if getattr(exc, "code", None) == "BAD_USER_INPUT" else EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("innominatus: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

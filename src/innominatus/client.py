@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import websockets
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import (
+    TransportClosed,
     TransportConnectionFailed,
     TransportProtocolError,
     TransportQueryError,
     TransportServerError,
 )
 from gql.transport.httpx import HTTPXAsyncTransport
+from gql.transport.websockets import WebsocketsTransport
 
 DEFAULT_SERVER = "http://localhost:8081"
 
@@ -41,9 +46,26 @@ class ApiClient:
     async def execute_async(self, query: str, **variables: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         transport = HTTPXAsyncTransport(url=f"{self.server}/graphql", headers=headers, timeout=self.timeout)
-        try:
+        with self._errors():
             async with Client(transport=transport, fetch_schema_from_transport=False) as session:
                 return await session.execute(GraphQLRequest(query, variable_values=variables))
+        raise AssertionError("unreachable")
+
+    async def subscribe(self, query: str, **variables: Any) -> AsyncIterator[dict[str, Any]]:
+        """A live subscription over graphql-transport-ws, authenticated in connection_init."""
+        payload = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = self.server.replace("http", "ws", 1) + "/graphql"
+        with self._errors():
+            async with Client(transport=WebsocketsTransport(url=url, init_payload=payload)) as session:
+                events = session.subscribe(GraphQLRequest(query, variable_values=variables))
+                async with contextlib.aclosing(events):
+                    async for item in events:
+                        yield item
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
         except TransportQueryError as exc:
             error = (exc.errors or [{}])[0]
             extensions = error.get("extensions") or {}
@@ -58,3 +80,11 @@ class ApiClient:
             raise ClientError(f"{self.server} answered with an error: {exc}") from None
         except TransportProtocolError as exc:
             raise ClientError(f"{self.server} did not answer as an innominatus server: {exc}") from None
+        except TransportClosed as exc:
+            if "4403" in str(exc) or "Forbidden" in str(exc):
+                raise ClientError(
+                    f"{self.server} refused the token (set --token or INNOMINATUS_TOKEN)"
+                ) from None
+            raise ClientError(f"{self.server} closed the connection: {exc}") from None
+        except websockets.exceptions.WebSocketException as exc:
+            raise ClientError(f"{self.server} closed the connection: {exc}") from None
