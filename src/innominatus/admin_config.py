@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from innominatus import git_sources
 from innominatus.strict_yaml import YamlError, load_yaml
 from innominatus.workflows.definition import DefinitionError, _Fields
 
@@ -85,13 +86,20 @@ def _provider_dirs(config_file: Path, display: str, entries: list[Any]) -> list[
         if f.get("enabled", bool, default=True) is False:
             continue
         ptype = f.get("type", str, default="filesystem")
-        if ptype != "filesystem":
+        if ptype == "git":
+            repository = f.get("repository", str, required=True)
+            checkout, _commit = git_sources.checkout(repository, f.get("ref", str, default="main"), where)
+            path = checkout / f.get("path", str, default=".")
+            if not path.resolve().is_relative_to(checkout.resolve()):
+                raise DefinitionError(f"{where}.path: points outside the repository")
+        elif ptype == "filesystem":
+            path = Path(f.get("path", str, required=True))
+            if not path.is_absolute():
+                path = config_file.parent / path
+        else:
             raise DefinitionError(
-                f"{where}.type: provider source type {ptype!r} is not supported (use 'filesystem')"
+                f"{where}.type: provider source type {ptype!r} is not supported (use filesystem or git)"
             )
-        path = Path(f.get("path", str, required=True))
-        if not path.is_absolute():
-            path = config_file.parent / path
         if not (path / "provider.yaml").is_file():
             raise DefinitionError(f"{where}.path: {path / 'provider.yaml'} not found")
         dirs.append(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -26,7 +27,7 @@ from innominatus.auth import bearer
 from innominatus.config import Settings
 from innominatus.db import database
 from innominatus.engine import Engine
-from innominatus.providers import load_catalog
+from innominatus.providers import Catalog, load_catalog
 from innominatus.ratelimit import RateLimiter, parse_rate
 from innominatus.sealing import SecretBox
 from innominatus.store import Store
@@ -98,9 +99,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             sweep_interval=settings.sweep_interval,
             lease_seconds=settings.lease_seconds,
         )
-        app.state.services = Services(
+        services = Services(
             store=store, catalog=catalog, authenticator=authenticator, rate_limiter=RateLimiter(limit, per)
         )
+
+        async def reload_catalog() -> Catalog:
+            # Off the event loop: git fetches may take a while. Running workflows keep their definitions.
+            fresh = await asyncio.to_thread(
+                load_catalog, settings.providers_dir, settings.resolved_config_file()
+            )
+            services.catalog = orchestrator.catalog = fresh
+            log.info("providers reloaded: %s", ", ".join(fresh.providers) or "none")
+            return fresh
+
+        services.reload_catalog = reload_catalog
+        app.state.services = services
         app.state.engine = orchestrator
         await orchestrator.start()
         try:

@@ -200,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resources", parents=[common], help="every resource you may see").set_defaults(
         func=commands.resources
     )
-    sub.add_parser("providers", parents=[common], help="loaded providers").set_defaults(
-        func=commands.providers
+    providers = sub.add_parser(
+        "providers", parents=[common], help="loaded providers; `reload` re-reads sources"
     )
+    providers.add_argument("action", nargs="?", choices=["reload"])
+    providers.set_defaults(func=commands.providers)
     workflows = sub.add_parser("workflows", parents=[common], help="workflow runs")
     workflows.add_argument("app", nargs="?")
     workflows.set_defaults(func=commands.workflows)

@@ -253,6 +253,15 @@ def resources(args: argparse.Namespace) -> int:
 
 
 def providers(args: argparse.Namespace) -> int:
+    if args.action == "reload":
+        result = client(args).execute(
+            "mutation { reloadProviders { ok error providers { name version category capabilities } } }"
+        )["reloadProviders"]
+        if not result["ok"]:
+            raise CommandFailed(f"reload refused, the previous providers stay loaded: {result['error']}")
+        err.print(f"reloaded {len(result['providers'])} provider(s)")
+        emit(args, result["providers"], ["name", "version", "category", "capabilities"])
+        return 0
     rows = client(args).execute("{ providers { name version category capabilities } }")["providers"]
     emit(args, rows, ["name", "version", "category", "capabilities"])
     return 0

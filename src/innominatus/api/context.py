@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ class Services:
     catalog: Catalog
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    # Re-reads every provider source and swaps the catalog in; raises CatalogError and keeps the old one.
+    reload_catalog: Callable[[], Awaitable[Catalog]] | None = None
 
 
 @dataclass

@@ -53,7 +53,10 @@ class BodySizeLimit:
         if path.startswith("/api/"):  # the REST layer's error shape
             payload: dict[str, object] = {"error": message, "problems": []}
         else:
-            payload = {"data": None, "errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}
+            payload = {
+                "data": None,
+                "errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}],
+            }
         body = json.dumps(payload).encode()
         await send(
             {

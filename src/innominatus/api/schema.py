@@ -44,6 +44,7 @@ from innominatus.api.types import (
 from innominatus.db import models
 from innominatus.events import EventFilter, StepFilter, stream
 from innominatus.problems import Problem
+from innominatus.providers import CatalogError
 from innominatus.score import SpecError
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
@@ -163,6 +164,13 @@ async def _locked_resource(
 
 
 @strawberry.type
+class ReloadProvidersPayload:
+    ok: bool
+    error: str | None = strawberry.field(description="Why the reload was refused (the old catalog stays).")
+    providers: list[Provider]
+
+
+@strawberry.type
 class Mutation:
     @strawberry.mutation(
         description="Submit a Score spec (YAML). Unchanged specs store nothing and run nothing."
@@ -220,6 +228,28 @@ class Mutation:
                 return Resource.from_row(resource)
         except operations.OperationError as exc:
             raise bad_input(str(exc), exc.problems) from None
+
+    @strawberry.mutation(
+        description="Re-read every provider source (admin only). A broken source leaves the previous catalog "
+        "in place and says why; running workflows are not disturbed."
+    )
+    async def reload_providers(self, info: Info) -> ReloadProvidersPayload:
+        if not info.context.caller.is_admin:
+            raise forbidden("only an admin token may reload providers")
+        services = info.context.services
+        assert services.reload_catalog is not None
+        try:
+            catalog = await services.reload_catalog()
+        except CatalogError as exc:
+            current = services.catalog
+            return ReloadProvidersPayload(
+                ok=False,
+                error=str(exc),
+                providers=[Provider.from_model(p) for p in current.providers.values()],
+            )
+        return ReloadProvidersPayload(
+            ok=True, error=None, providers=[Provider.from_model(p) for p in catalog.providers.values()]
+        )
 
     @strawberry.mutation(description="Create an API token (admin only). The token is shown only here, once.")
     async def create_token(
