@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ async def test_websocket_without_a_valid_token_is_closed_with_4403(server: Serve
     expired, _ = await create_token(server, "team-ws-expired", expires="1s")
     revoked, revoked_id = await create_token(server, "team-ws-revoked")
     await revoke(server, revoked_id)
-    await asyncio.sleep(2.1)
+    await asyncio.sleep(1.1)
     for payload in (
         None,
         {},
@@ -277,7 +278,7 @@ async def _run_subscription(server: Server, token: str, started: asyncio.Event) 
 
 async def test_live_subscriptions_end_when_their_token_is_revoked_or_expires(server: Server) -> None:
     revoked, revoked_id = await create_token(server, "team-live-revoked")
-    expiring, _ = await create_token(server, "team-live-expiring", expires="3s")
+    expiring, _ = await create_token(server, "team-live-expiring", expires="2s")
     kept, _ = await create_token(server, "team-live-kept")
     started = [asyncio.Event() for _ in range(3)]
     tasks = [
@@ -315,7 +316,7 @@ async def test_live_subscriptions_end_when_their_token_is_revoked_or_expires(ser
 
 
 @pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with run_server(tmp_path_factory.mktemp("dev"), args=["--dev"]) as srv:
         yield srv
 

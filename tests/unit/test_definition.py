@@ -278,8 +278,8 @@ def wf_with_steps(steps: str) -> str:
 def test_unknown_step_type_lists_known_types(tmp_path: Path) -> None:
     message = fails(
         tmp_path,
-        wf_with_steps("- name: a\n  type: kubernetes\n  config: {}\n"),
-        ".steps[0].type: unknown step type 'kubernetes'",
+        wf_with_steps("- name: a\n  type: terraform\n  config: {}\n"),
+        ".steps[0].type: unknown step type 'terraform'",
         "known step types: " + ", ".join(sorted(STEP_TYPES)),
     )
     assert "policy" in message

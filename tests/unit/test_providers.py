@@ -210,7 +210,7 @@ def test_invalid_workflow_file_names_the_workflow_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as err:
         load_provider(d)
     assert "workflows/a.yaml.steps[0].type: unknown step type 'terraform'" in str(err.value)
-    assert "known step types: policy" in str(err.value)
+    assert "known step types: kubernetes, policy, postgres" in str(err.value)
 
 
 def test_unreferenced_workflow_is_still_validated(tmp_path: Path) -> None:
@@ -726,8 +726,8 @@ def test_config_path_missing(tmp_path: Path) -> None:
     ("providers", "fragment"),
     [
         (
-            "- name: x\n  type: git\n  path: ./x\n",
-            ".providers[0].type: provider source type 'git' is not supported",
+            "- name: x\n  type: svn\n  path: ./x\n",
+            ".providers[0].type: provider source type 'svn' is not supported (use filesystem or git)",
         ),
         ("- name: x\n", ".providers[0].path: is required"),
         ("- name: x\n  path: 5\n", ".providers[0].path: must be a string"),

@@ -55,9 +55,10 @@ class PolicyStep:
 
 
 def _registry() -> dict[str, StepType]:
+    from innominatus.workflows.kubernetes import KubernetesStep
     from innominatus.workflows.postgres import PostgresStep
 
-    return {"policy": PolicyStep(), "postgres": PostgresStep()}
+    return {"policy": PolicyStep(), "postgres": PostgresStep(), "kubernetes": KubernetesStep()}
 
 
 STEP_TYPES: dict[str, StepType] = _registry()
