@@ -99,6 +99,15 @@ def secret_values(outputs: Mapping[str, Any], declared: Collection[str] = ()) ->
     return found
 
 
+# `password=...`, `"api_token": "..."`: a secret-named key printed with its value. Masked even before
+# the step's outputs say which values are secret (a live log line is streamed as it is written).
+_ASSIGNED_SECRET = re.compile(
+    r"""(?P<key>\b[A-Za-z0-9_-]*(?:password|passwd|secret|token|_key|connection_string)["']?\s*[:=]\s*["']?)"""
+    r"""(?P<value>[^\s"',;}]+)""",
+    re.IGNORECASE,
+)
+
+
 def mask(text: str | None, values: Iterable[str]) -> str | None:
     """`text` with every known secret value replaced by ********; longest first, so no fragment stays."""
     if not text:
@@ -106,4 +115,4 @@ def mask(text: str | None, values: Iterable[str]) -> str | None:
     for value in sorted(set(values), key=len, reverse=True):
         if value and value in text:
             text = text.replace(value, MASK)
-    return text
+    return _ASSIGNED_SECRET.sub(lambda m: m.group("key") + MASK, text)

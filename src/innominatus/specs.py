@@ -100,7 +100,8 @@ async def _apply(
     _check_changes(catalog, spec, live)
 
     if app is None:
-        app = Application(name=spec.name, revision=0, spec={}, created_at=now, updated_at=now)
+        team = caller.team if caller is not None else None
+        app = Application(name=spec.name, team=team, revision=0, spec={}, created_at=now, updated_at=now)
         session.add(app)
         await session.flush()
     new_revision = app.revision == 0 or app.spec != spec.document or app.deleted_at is not None

@@ -176,6 +176,13 @@ async def _wait_exit(proc: asyncio.subprocess.Process) -> None:
         waiter.cancel()
 
 
+def _outputs_of_failed(stdout: str, output_path: Path) -> dict[str, Any]:
+    outputs: dict[str, Any] = dict(_last_json_object(stdout) or {})
+    with contextlib.suppress(_OutputFileError, OSError):  # a broken file adds nothing to the failure
+        outputs.update(_read_output_file(output_path))
+    return outputs
+
+
 def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
@@ -303,8 +310,10 @@ async def _run(
 
     stderr_tail = logs.stderr_summary()
     suffix = f": {stderr_tail}" if stderr_tail else ""
+    # Even a failed step's outputs are read: the engine learns which secrets it may have printed.
+    written = _outputs_of_failed(logs.stdout, output_path)
     if timed_out:
-        return StepResult(False, logs.text, {}, f"timed out after {_format_seconds(limit)}{suffix}")
+        return StepResult(False, logs.text, written, f"timed out after {_format_seconds(limit)}{suffix}")
     code = proc.returncode
     if code != 0:
         assert code is not None
@@ -315,7 +324,7 @@ async def _run(
                 reason = f"killed by signal {-code}"
         else:
             reason = f"exit code {code}"
-        return StepResult(False, logs.text, {}, reason + suffix)
+        return StepResult(False, logs.text, written, reason + suffix)
     outputs: dict[str, Any] = dict(_last_json_object(logs.stdout) or {})
     try:
         outputs.update(_read_output_file(output_path))
