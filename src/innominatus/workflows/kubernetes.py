@@ -40,7 +40,7 @@ import yaml
 
 from innominatus.workflows.definition import DefinitionError, Step, parse_duration
 from innominatus.workflows.policy import StepResult
-from innominatus.workflows.steps import LogLine, require_str
+from innominatus.workflows.steps import LogLine, StepLog, require_str
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -131,14 +131,8 @@ class KubernetesStep:
     async def run(
         self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
     ) -> StepResult:
-        logs: list[str] = []
-
-        async def say(line: str) -> None:
-            logs.append(line)
-            if on_log_line is not None:
-                result = on_log_line("stdout", line)
-                if result is not None:
-                    await result
+        steplog = StepLog(on_log_line)
+        say = steplog.say
 
         values = {key: template.render(context) for key, template in step.templates.items()}
         config = {**step.config, **values}
@@ -150,14 +144,14 @@ class KubernetesStep:
             session.client = await _call(_dynamic_client, api)
             outputs = await getattr(session, operation.replace("-", "_"))()
         except _Failed as exc:
-            return StepResult(False, _text_logs(logs), {}, str(exc))
+            return StepResult(False, steplog.text, {}, str(exc))
         except Exception as exc:  # the client raises many kinds; none may escape as a traceback
             host = api.configuration.host if api is not None else "?"
-            return StepResult(False, _text_logs(logs), {}, f"{operation}: {_unexpected(exc, host)}")
+            return StepResult(False, steplog.text, {}, f"{operation}: {_unexpected(exc, host)}")
         finally:
             if api is not None:
                 api.close()
-        return StepResult(True, _text_logs(logs), outputs, None)
+        return StepResult(True, steplog.text, outputs, None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -593,7 +587,3 @@ def _unexpected(exc: Exception, host: str) -> str:
         return f"cannot reach the Kubernetes API at {host}: {reason}"
     log.warning("kubernetes step: unexpected error", exc_info=True)
     return f"Kubernetes API at {host}: {type(exc).__name__}: {exc}"
-
-
-def _text_logs(lines: list[str]) -> str:
-    return "".join(f"{line}\n" for line in lines)

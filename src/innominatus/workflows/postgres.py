@@ -19,7 +19,7 @@ import asyncpg
 
 from innominatus.workflows.definition import DefinitionError, Step
 from innominatus.workflows.policy import StepResult
-from innominatus.workflows.steps import LogLine, require_str
+from innominatus.workflows.steps import LogLine, StepLog, require_str
 
 if TYPE_CHECKING:
     from innominatus.admin_config import AdminConfig
@@ -74,14 +74,8 @@ class PostgresStep:
         self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
     ) -> StepResult:
         target = platform.postgres_targets[step.config["target"]]
-        logs: list[str] = []
-
-        async def say(line: str) -> None:
-            logs.append(line)
-            if on_log_line is not None:
-                result = on_log_line("stdout", line)
-                if result is not None:
-                    await result
+        steplog = StepLog(on_log_line)
+        say = steplog.say
 
         resource = context["resource"]
         name = object_name(context["app"]["name"], resource["name"])
@@ -107,14 +101,12 @@ class PostgresStep:
                 await _ensure(conn, name, resource["id"], password, limit, say)
                 outputs = _outputs(admin_url, name, password)
         except _Refused as exc:
-            return StepResult(False, "\n".join(logs), {}, str(exc))
+            return StepResult(False, steplog.text, {}, str(exc))
         except (asyncpg.PostgresError, OSError) as exc:
-            return StepResult(
-                False, "\n".join(logs), {}, f"postgres target '{target.name}' at {where}: {exc}"
-            )
+            return StepResult(False, steplog.text, {}, f"postgres target '{target.name}' at {where}: {exc}")
         finally:
             await conn.close()
-        return StepResult(True, "\n".join(logs) + "\n", outputs, None)
+        return StepResult(True, steplog.text, outputs, None)
 
     @staticmethod
     def _connection_limit(step: Step, context: Mapping[str, Any]) -> int:

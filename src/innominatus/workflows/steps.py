@@ -27,6 +27,25 @@ class StepType(Protocol):
     ) -> StepResult: ...
 
 
+class StepLog:
+    """The log of a step that is not a script: lines kept for the record and streamed as they come."""
+
+    def __init__(self, on_log_line: LogLine | None) -> None:
+        self.lines: list[str] = []
+        self._on_log_line = on_log_line
+
+    async def say(self, line: str) -> None:
+        self.lines.append(line)
+        if self._on_log_line is not None:
+            result = self._on_log_line("stdout", line)
+            if result is not None:
+                await result
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+
 def require_str(config: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
     value = config.get(key)
     if value is None:
