@@ -152,3 +152,19 @@ def test_unreachable_and_refused(server: Server) -> None:
     watch_refused = cli("delete", "anything", "--watch", server=server, token="inn_nope")
     assert watch_refused.returncode == 1 and "refused the token" in watch_refused.stderr
     assert "Traceback" not in down.stderr + refused.stderr + watch_refused.stderr
+
+
+def test_watch_timeout_exits_1(tmp_path: Path, make_provider: ProviderFactory) -> None:
+    wf = workflow_yaml("provision-test", "- name: slow\n  type: policy\n  config:\n    script: sleep 30\n")
+    providers = make_provider({"provision-test": wf})
+    spec = (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: cli-slow\ncontainers:\n  main:\n    image: a\n"
+        "resources:\n  db:\n    type: test-db\n"
+    )
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    with run_server(workdir, args=["--providers-dir", str(providers)]) as srv:
+        done = cli("submit", write(tmp_path, "s.yaml", spec), "--watch", "--timeout", "1", server=srv)
+        assert done.returncode == 1
+        assert "timed out after 1s waiting for cli-slow" in done.stderr
+        assert "Traceback" not in done.stderr
