@@ -33,7 +33,7 @@ from innominatus.sealing import mask, secret_values
 from innominatus.states import Operation, ResourceState, StepStatus, WorkflowStatus
 from innominatus.store import Store
 from innominatus.workflows.definition import Step
-from innominatus.workflows.policy import StepResult
+from innominatus.workflows.policy import StepResult, kill_strays
 from innominatus.workflows.runner import (
     ParameterError,
     RunContext,
@@ -430,7 +430,9 @@ class Engine:
         except ParameterError as exc:
             await self._finish(claim, outputs=None, error=f"workflow '{definition.name}': {exc}")
             return
-        ctx = RunContext(parameters=parameters, app=claim.app, resource=claim.resource)
+        ctx = RunContext(
+            parameters=parameters, app=claim.app, resource=claim.resource, run_id=claim.execution_id
+        )
         start_at = 0
         for index, row in enumerate(claim.steps):
             if row["status"] != StepStatus.SUCCEEDED:
@@ -438,6 +440,12 @@ class Engine:
             ctx.steps[definition.steps[index].name] = {"outputs": row["outputs"]}
             start_at = index + 1
         if start_at < len(claim.steps) and claim.steps[start_at]["status"] == StepStatus.RUNNING:
+            # Interrupted: whatever the dead engine left running of it goes first.
+            strays = await asyncio.to_thread(kill_strays, claim.execution_id)
+            if strays:
+                log.info(
+                    "killed %d leftover process group(s) of execution %s", len(strays), claim.execution_id
+                )
             step = definition.steps[start_at]
             if not step.idempotent:
                 await self._finish(

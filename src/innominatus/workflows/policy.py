@@ -176,6 +176,27 @@ async def _wait_exit(proc: asyncio.subprocess.Process) -> None:
         waiter.cancel()
 
 
+RUN_MARKER = "INNOMINATUS_RUN"  # in every script's environment: the execution it belongs to
+
+
+def kill_strays(run_id: str) -> list[int]:
+    """Kill the process groups of scripts still running for `run_id` on this host (e.g. children of a
+    server that was killed with -9), so a resumed step never runs twice at once. Returns the groups."""
+    wanted = f"{RUN_MARKER}={run_id}".encode()
+    groups: set[int] = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if wanted not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    return sorted(groups)
+
+
 def _outputs_of_failed(stdout: str, output_path: Path) -> dict[str, Any]:
     outputs: dict[str, Any] = dict(_last_json_object(stdout) or {})
     with contextlib.suppress(_OutputFileError, OSError):  # a broken file adds nothing to the failure

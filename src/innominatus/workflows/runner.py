@@ -47,6 +47,7 @@ class RunContext:
     app: dict[str, Any]
     resource: dict[str, Any]
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_id: str = ""  # the execution's id: marks its processes, so a resumed run can find strays
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class RunContext:
             "app": self.app,
             "resource": self.resource,
             "steps": self.steps,
+            "workflow": {"id": self.run_id},
         }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from innominatus.workflows.definition import DefinitionError, Step
-from innominatus.workflows.policy import StepResult, run_policy
+from innominatus.workflows.policy import RUN_MARKER, StepResult, run_policy
 
 if TYPE_CHECKING:
     from innominatus.admin_config import AdminConfig
@@ -70,7 +70,9 @@ class PolicyStep:
         self, step: Step, context: Mapping[str, Any], on_log_line: LogLine | None, platform: AdminConfig
     ) -> StepResult:
         script = step.templates["script"].render(context)
-        return await run_policy(script, timeout=step.timeout, on_log_line=on_log_line)
+        run_id = (context.get("workflow") or {}).get("id") or ""
+        env = {RUN_MARKER: run_id} if run_id else None
+        return await run_policy(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
 
 
 def _registry() -> dict[str, StepType]:
