@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from innominatus import git_sources
-from innominatus.strict_yaml import YamlError, load_yaml
-from innominatus.workflows.definition import DefinitionError, _Fields
+from innominatus.workflows.definition import DefinitionError, _Fields, read_yaml_file
 
 DEFAULT_POSTGRES_TARGET = "local"
 DEFAULT_POSTGRES_ENV = "INNOMINATUS_POSTGRES_ADMIN_URL"
@@ -55,12 +54,7 @@ def load_admin_config(path: Path | None) -> AdminConfig:
     if path is None:
         return AdminConfig.default()
     display = str(path)
-    try:
-        doc = load_yaml(path.read_text(encoding="utf-8"), display)
-    except FileNotFoundError:
-        raise DefinitionError(f"{display}: config file not found") from None
-    except YamlError as exc:
-        raise DefinitionError(str(exc)) from None
+    doc = read_yaml_file(path, display, "config file not found")
     if doc is None:
         return AdminConfig(path=path, postgres_targets=AdminConfig.default().postgres_targets)
     if not isinstance(doc, dict):

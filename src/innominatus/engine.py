@@ -214,9 +214,10 @@ class Engine:
     async def _claim(self, limit: int) -> list[Claim]:
         claims: list[Claim] = []
         async with self.store.transaction(sequenced=True) as session:
-            await self._claim_requested(session, limit, claims)
+            siblings: dict[str, dict[str, Resource]] = {}  # per application, once per pass
+            await self._claim_requested(session, limit, claims, siblings)
             if len(claims) < limit:
-                await self._claim_runs(session, limit, claims)
+                await self._claim_runs(session, limit, claims, siblings)
             self._next_expiry = await session.scalar(
                 select(WorkflowExecution.lease_expires_at)
                 .where(
@@ -232,14 +233,28 @@ class Engine:
     def _locking(self, query: Any) -> Any:
         return query.with_for_update(skip_locked=True) if self.store.dialect == "postgresql" else query
 
-    async def _claim_requested(self, session: AsyncSession, limit: int, claims: list[Claim]) -> None:
+    async def _siblings(
+        self, session: AsyncSession, application_id: str, cache: dict[str, dict[str, Resource]]
+    ) -> dict[str, Resource]:
+        # The rows sit in the session's identity map: states changed in this pass show through.
+        if application_id not in cache:
+            cache[application_id] = await live_resources(session, application_id)
+        return cache[application_id]
+
+    async def _claim_requested(
+        self,
+        session: AsyncSession,
+        limit: int,
+        claims: list[Claim],
+        cache: dict[str, dict[str, Resource]],
+    ) -> None:
         query = self._locking(
             select(Resource).where(Resource.state == ResourceState.REQUESTED).order_by(Resource.created_at)
         )
         for resource in (await session.scalars(query)).all():
             if len(claims) >= limit:
                 return
-            siblings = await live_resources(session, resource.application_id)
+            siblings = await self._siblings(session, resource.application_id, cache)
             if any(
                 siblings.get(dep) is None or siblings[dep].state != ResourceState.ACTIVE
                 for dep in resource.depends_on
@@ -266,7 +281,13 @@ class Engine:
             )
             claims.append(self._claim_for(resource, execution, resolution.workflow, [], inputs, siblings))
 
-    async def _claim_runs(self, session: AsyncSession, limit: int, claims: list[Claim]) -> None:
+    async def _claim_runs(
+        self,
+        session: AsyncSession,
+        limit: int,
+        claims: list[Claim],
+        cache: dict[str, dict[str, Resource]],
+    ) -> None:
         now = utcnow()
         query = self._locking(
             select(WorkflowExecution)
@@ -285,7 +306,8 @@ class Engine:
             if resource is None:
                 continue
             try:
-                await self._claim_run(session, execution, resource, now, claims)
+                siblings = await self._siblings(session, resource.application_id, cache)
+                await self._claim_run(session, execution, resource, siblings, now, claims)
             except ValueError as exc:  # sealed inputs or outputs that this server's key cannot open
                 await self._fail_unclaimed(
                     session,
@@ -299,10 +321,10 @@ class Engine:
         session: AsyncSession,
         execution: WorkflowExecution,
         resource: Resource,
+        siblings: dict[str, Resource],
         now: datetime,
         claims: list[Claim],
     ) -> None:
-        siblings = await live_resources(session, resource.application_id)
         if execution.operation == Operation.DELETE and any(
             resource.name in other.depends_on for other in siblings.values() if other.id != resource.id
         ):
@@ -379,8 +401,6 @@ class Engine:
             known |= secret_values(box.open(sibling.outputs))
         for row in steps:
             known |= secret_values(row["outputs"], declared)
-        # A value that came from a secret output keeps being secret under whatever input name it has.
-        known |= {v for v in inputs.values() if isinstance(v, str) and any(v == k for k in known)}
         return Claim(
             resource_id=resource.id,
             execution_id=execution.id,
@@ -541,6 +561,7 @@ class _StepRecorder:
         self.store = store
         self.claim = claim
         self.current: int | None = None
+        self.attempt = 1
 
     def _publish(self, index: int, status: str, attempts: int, line: str | None = None) -> None:
         self.store.hub.publish_step(
@@ -575,7 +596,7 @@ class _StepRecorder:
                 .returning(WorkflowStep.attempts)
             )
             attempt = int(result.scalar_one())
-        self._attempt = attempt
+        self.attempt = attempt
         self._publish(index, StepStatus.RUNNING, attempt)
         return attempt
 
@@ -607,7 +628,7 @@ class _StepRecorder:
             self.current = None
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
-        self._publish(index, StepStatus.RUNNING, getattr(self, "_attempt", 1), mask(line, self.claim.secrets))
+        self._publish(index, StepStatus.RUNNING, self.attempt, mask(line, self.claim.secrets))
 
     async def fail_current(self, error: str) -> None:
         if self.current is None:
@@ -622,4 +643,4 @@ class _StepRecorder:
                     finished_at=utcnow(),
                 )
             )
-        self._publish(self.current, StepStatus.FAILED, getattr(self, "_attempt", 1))
+        self._publish(self.current, StepStatus.FAILED, self.attempt)

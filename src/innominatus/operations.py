@@ -49,13 +49,18 @@ async def lock_application(session: AsyncSession, name: str) -> Application | No
     return await session.scalar(query)
 
 
+async def application_resources(
+    session: AsyncSession, application_id: str, *, live_only: bool = False
+) -> list[Resource]:
+    """An application's resources in creation order; `live_only` leaves the DELETED history out."""
+    query = select(Resource).where(Resource.application_id == application_id)
+    if live_only:
+        query = query.where(Resource.state != S.DELETED)
+    return list(await session.scalars(query.order_by(Resource.created_at, Resource.name)))
+
+
 async def live_resources(session: AsyncSession, application_id: str) -> dict[str, Resource]:
-    rows = await session.scalars(
-        select(Resource)
-        .where(Resource.application_id == application_id, Resource.state != S.DELETED)
-        .order_by(Resource.created_at, Resource.name)
-    )
-    return {r.name: r for r in rows}
+    return {r.name: r for r in await application_resources(session, application_id, live_only=True)}
 
 
 def workflow_for(

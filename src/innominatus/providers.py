@@ -10,13 +10,13 @@ from typing import Any
 
 from innominatus.admin_config import AdminConfig, load_admin_config
 from innominatus.states import Operation
-from innominatus.strict_yaml import YamlError, load_yaml
 from innominatus.workflows.definition import (
     DefinitionError,
     WorkflowDefinition,
     _Fields,
     _kind,
     load_workflow,
+    read_yaml_file,
 )
 from innominatus.workflows.steps import STEP_TYPES
 
@@ -191,12 +191,7 @@ def load_provider(directory: Path, platform: AdminConfig | None = None) -> Provi
 def _load_provider(directory: Path, platform: AdminConfig) -> Provider:
     manifest = directory / "provider.yaml"
     display = str(manifest)
-    try:
-        doc = load_yaml(manifest.read_text(encoding="utf-8"), display)
-    except FileNotFoundError:
-        raise CatalogError(f"{display}: not found") from None
-    except YamlError as exc:
-        raise CatalogError(str(exc)) from None
+    doc = read_yaml_file(manifest, display, "not found")
     # `compatibility` (upstream's core-version range) is not checked here: it is an unknown key, warned about.
     top = _Fields(doc, display, {"apiVersion", "kind", "metadata", "capabilities", "workflows"})
     top.get("apiVersion", str)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +15,7 @@ from innominatus.db.models import Application, ApplicationRevision, Resource, ut
 from innominatus.operations import (
     BUSY,
     OperationError,
+    application_resources,
     busy_problem,
     check_deletable,
     live_resources,
@@ -142,10 +142,7 @@ async def _apply(
             await start_delete(session, catalog, current, reason="removed from spec")
 
     await session.flush()
-    rows = await session.scalars(
-        select(Resource).where(Resource.application_id == app.id).order_by(Resource.created_at, Resource.name)
-    )
-    return SubmitResult(app, list(rows), changed=new_revision)
+    return SubmitResult(app, await application_resources(session, app.id), changed=new_revision)
 
 
 def _differs(current: Resource, wanted: ScoreResource) -> bool:

@@ -101,3 +101,26 @@ def run_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def run_cli(
+    *args: str,
+    server_url: str | None = None,
+    token: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`innominatus ARGS` as a user runs it: a fresh process, only the INNOMINATUS_* variables given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
+    if server_url is not None:
+        env["INNOMINATUS_SERVER"] = server_url
+    if token is not None:
+        env["INNOMINATUS_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "innominatus.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=cwd,
+    )

@@ -40,10 +40,11 @@ def test_health_and_ready(server: Server) -> None:
 
 
 def test_sqlite_file_is_in_working_directory(server: Server) -> None:
-    if "INNOMINATUS_DATABASE_URL" in server.output():
-        pytest.skip("not the embedded default")
-    if any(server.workdir.glob("*.db")):
-        assert (server.workdir / "innominatus.db").is_file()
+    embedded = "(database sqlite+aiosqlite:///innominatus.db)" in server.output()
+    # The embedded default is a SQLite file in the working directory; on PostgreSQL there is none.
+    assert (server.workdir / "innominatus.db").is_file() is embedded
+    if not embedded:
+        assert "(database postgresql+asyncpg://" in server.output()
 
 
 async def test_providers_query(server: Server) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURES, PROVIDERS, ProviderFactory, workflow_yaml
-from tests.e2e.server import Server, run_server
+from tests.e2e.server import Server, run_cli, run_server
 
 SPEC = (FIXTURES / "postgres-mock-app.yaml").read_text()
 
@@ -26,18 +24,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def cli(
     *args: str, server: Server | None = None, token: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
-    if server is not None:
-        env["INNOMINATUS_SERVER"] = server.url
-        env["INNOMINATUS_TOKEN"] = token if token is not None else (server.admin_token or "")
-    return subprocess.run(
-        [sys.executable, "-m", "innominatus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=cwd,
-    )
+    if server is None:
+        return run_cli(*args, cwd=cwd)
+    chosen = token if token is not None else (server.admin_token or "")
+    return run_cli(*args, server_url=server.url, token=chosen, cwd=cwd)
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import Server, run_server
+from tests.e2e.server import Server, run_cli, run_server
 
 ME = "{ providers { name } }"
 
@@ -27,14 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def cli(
     *args: str, token: str | None = None, server: Server | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
-    if server is not None:
-        env["INNOMINATUS_SERVER"] = server.url
-    if token is not None:
-        env["INNOMINATUS_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "innominatus.cli", *args], capture_output=True, text=True, env=env, timeout=60
-    )
+    return run_cli(*args, server_url=server.url if server else None, token=token, timeout=60)
 
 
 def works(server: Server, token: str) -> bool:

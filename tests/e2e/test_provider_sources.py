@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, run_server
+from tests.e2e.server import Server, run_cli, run_server
 
 PROVIDER = """apiVersion: v1
 kind: Provider
@@ -76,11 +76,7 @@ def config(tmp_path: Path, bare: Path, ref: str) -> Path:
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
-    env |= {"INNOMINATUS_SERVER": server.url, "INNOMINATUS_TOKEN": server.admin_token or ""}
-    return subprocess.run(
-        [sys.executable, "-m", "innominatus.cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    return run_cli(*args, server_url=server.url, token=server.admin_token or "")
 
 
 def start(tmp_path: Path, cfg: Path, name: str = "w") -> object:

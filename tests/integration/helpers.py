@@ -76,3 +76,14 @@ async def execution(store: Store, execution_id: str) -> models.WorkflowExecution
         row = await session.get(models.WorkflowExecution, execution_id)
         assert row is not None
         return row
+
+
+async def executions_of(store: Store, resource_id: str) -> list[models.WorkflowExecution]:
+    """A resource's workflow runs, oldest first."""
+    async with store.session() as session:
+        rows = await session.scalars(
+            select(models.WorkflowExecution)
+            .where(models.WorkflowExecution.resource_id == resource_id)
+            .order_by(models.WorkflowExecution.started_at)
+        )
+        return list(rows)

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import select
 
 from innominatus import operations, specs
 from innominatus.admin_config import AdminConfig, KubernetesSettings, load_admin_config
@@ -26,7 +25,7 @@ from innominatus.workflows.kubernetes import KubernetesStep
 from innominatus.workflows.policy import StepResult
 from innominatus.workflows.templates import compile_template
 from tests.conftest import PROVIDERS
-from tests.integration.helpers import resources, running_engine, steps_of
+from tests.integration.helpers import executions_of, resources, running_engine, steps_of
 from tests.integration.test_operations import wait_states
 from tests.k8s.standin import SECRET_SUFFIX, StandIn
 
@@ -78,16 +77,6 @@ def spec(app: str, props: str = "", klass: str = "kubernetes") -> str:
         f"resources:\n  db:\n    type: postgres\n    class: {klass}\n"
         + (f"    properties:\n{props}" if props else "")
     )
-
-
-async def executions(store: Store, resource_id: str) -> list[models.WorkflowExecution]:
-    async with store.session() as session:
-        rows = await session.scalars(
-            select(models.WorkflowExecution)
-            .where(models.WorkflowExecution.resource_id == resource_id)
-            .order_by(models.WorkflowExecution.started_at)
-        )
-        return list(rows)
 
 
 def sizes(cr: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -146,7 +135,7 @@ async def test_provision_update_delete(store: Store, catalog: Catalog, standin: 
             {"requests": {"cpu": "2000m", "memory": "4Gi"}, "limits": {"cpu": "4000m", "memory": "8Gi"}},
         )
 
-        runs = await executions(store, db.id)
+        runs = await executions_of(store, db.id)
         assert [r.workflow_name for r in runs] == ["provision-postgres", "update-postgres"]
         for run in runs:
             steps = await steps_of(store, run.id)
@@ -167,7 +156,7 @@ async def test_provision_update_delete(store: Store, catalog: Catalog, standin: 
         await wait_states(store, app, {"db": "DELETED"})
     assert standin.get("postgresqls", cluster, app) is None
     assert not [n for n in standin.names("secrets") if n.startswith(f"{app}/")]
-    [delete_run] = (await executions(store, db.id))[2:]
+    [delete_run] = (await executions_of(store, db.id))[2:]
     assert delete_run.workflow_name == "delete-postgres"
     [step] = await steps_of(store, delete_run.id)
     assert f"postgresql {app}/{cluster} is gone" in step.logs
@@ -187,7 +176,7 @@ async def test_forbidden_apply_fails_naming_status_kind_and_name(
     )
     assert "cannot patch resource" in db.error_message
     assert "Traceback" not in db.error_message
-    [run] = await executions(store, db.id)
+    [run] = await executions_of(store, db.id)
     steps = await steps_of(store, run.id)
     assert steps[1].attempts == 3  # retries: 2
     assert standin.names("namespaces") == [app]  # the namespace itself was allowed

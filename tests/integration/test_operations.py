@@ -15,7 +15,7 @@ from innominatus.references import LiveResource, workload
 from innominatus.score import SpecError
 from innominatus.store import Store
 from tests.conftest import FIXTURES, ProviderFactory, workflow_yaml
-from tests.integration.helpers import execution, resources, running_engine, steps_of
+from tests.integration.helpers import execution, executions_of, resources, running_engine, steps_of
 
 MOCK = (FIXTURES / "postgres-mock-app.yaml").read_text()
 APP = "demo-app-mock"
@@ -58,16 +58,6 @@ async def transitions(store: Store, resource_id: str) -> list[tuple[str | None, 
 async def count(store: Store, model: type) -> int:
     async with store.session() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-async def executions_of(store: Store, resource_id: str) -> list[models.WorkflowExecution]:
-    async with store.session() as session:
-        rows = await session.scalars(
-            select(models.WorkflowExecution)
-            .where(models.WorkflowExecution.resource_id == resource_id)
-            .order_by(models.WorkflowExecution.started_at)
-        )
-        return list(rows)
 
 
 async def update(store: Store, catalog: Catalog, resource_id: str, props: dict) -> None:

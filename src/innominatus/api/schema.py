@@ -54,9 +54,9 @@ T = TypeVar("T")
 REAUTH_SECONDS = 2.0  # a live subscription of a revoked or expired token ends within this (+1 s cache)
 
 
-def _require_admin(info: Info) -> None:
+def _require_admin(info: Info, action: str = "manage tokens") -> None:
     if not info.context.caller.is_admin:
-        raise forbidden("only an admin token may manage tokens")
+        raise forbidden(f"only an admin token may {action}")
 
 
 async def _visible_resource(info: Info, session: AsyncSession, resource_id: str) -> models.Resource:
@@ -234,8 +234,7 @@ class Mutation:
         "in place and says why; running workflows are not disturbed."
     )
     async def reload_providers(self, info: Info) -> ReloadProvidersPayload:
-        if not info.context.caller.is_admin:
-            raise forbidden("only an admin token may reload providers")
+        _require_admin(info, "reload providers")
         services = info.context.services
         assert services.reload_catalog is not None
         try:
@@ -324,8 +323,10 @@ class Subscription:
         if info.context.principal is None:
             raise unauthenticated()
         if resource_id is not None:
-            async with info.context.store.session() as session:
-                await _visible_resource(info, session, str(resource_id))
+            try:
+                await queries.resource(info.context.store, info.context.caller, str(resource_id))
+            except queries.NotVisible as exc:
+                raise _visible(exc) from None
         flt = EventFilter(
             application=application,
             resource_id=str(resource_id) if resource_id is not None else None,
@@ -351,10 +352,10 @@ class Subscription:
         if info.context.principal is None:
             raise unauthenticated()
         if workflow_id is not None:
-            async with info.context.store.session() as session:
-                row = await session.get(models.WorkflowExecution, str(workflow_id))
-            if row is None or not info.context.caller.can_see(row.team):
-                raise not_found("workflow", str(workflow_id))
+            try:
+                await queries.workflow(info.context.store, info.context.caller, str(workflow_id))
+            except queries.NotVisible as exc:
+                raise _visible(exc) from None
         flt = StepFilter(
             workflow_id=str(workflow_id) if workflow_id is not None else None,
             application=application,

@@ -9,7 +9,9 @@ import strawberry
 from sqlalchemy import select
 from strawberry.scalars import JSON
 
+from innominatus import queries
 from innominatus.db import models
+from innominatus.operations import application_resources
 from innominatus.providers import Provider as ProviderModel
 from innominatus.references import LiveResource, Workload, workload
 from innominatus.states import ResourceState as ResourceStateEnum
@@ -149,13 +151,8 @@ class WorkflowExecution:
 
     @strawberry.field
     async def steps(self, info: strawberry.Info[Context, None]) -> list[WorkflowStep]:
-        async with info.context.store.session() as session:
-            rows = await session.scalars(
-                select(models.WorkflowStep)
-                .where(models.WorkflowStep.execution_id == self.id)
-                .order_by(models.WorkflowStep.position)
-            )
-            return [WorkflowStep.from_row(r) for r in rows]
+        rows = await queries.steps(info.context.store, [str(self.id)])
+        return [WorkflowStep.from_row(r) for r in rows[str(self.id)]]
 
 
 @strawberry.type
@@ -202,14 +199,8 @@ class Resource:
 
     async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
         async with info.context.store.session() as session:
-            rows = await session.scalars(
-                select(models.Resource)
-                .where(
-                    models.Resource.application_id == self.application_id, models.Resource.state != "DELETED"
-                )
-                .order_by(models.Resource.created_at, models.Resource.name)
-            )
-            return [r for r in rows if r.id != self.id]
+            rows = await application_resources(session, self.application_id, live_only=True)
+        return [r for r in rows if r.id != self.id]
 
     @strawberry.field(
         description="The resources this one's params reference (it waits for them to be ACTIVE)."
@@ -272,23 +263,14 @@ class Application:
     @strawberry.field
     async def resources(self, info: strawberry.Info[Context, None]) -> list[Resource]:
         async with info.context.store.session() as session:
-            rows = await session.scalars(
-                select(models.Resource)
-                .where(models.Resource.application_id == self.id)
-                .order_by(models.Resource.created_at, models.Resource.name)
-            )
-            return [Resource.from_row(r) for r in rows]
+            return [Resource.from_row(r) for r in await application_resources(session, self.id)]
 
     async def _resolved(self, info: strawberry.Info[Context, None]) -> Workload:
         if self._workload is None:
             async with info.context.store.session() as session:
-                rows = await session.scalars(
-                    select(models.Resource).where(
-                        models.Resource.application_id == self.id, models.Resource.state != "DELETED"
-                    )
-                )
-                box = info.context.store.box
-                live = {r.name: LiveResource(r.id, r.state, box.open(r.outputs)) for r in rows}
+                rows = await application_resources(session, self.id, live_only=True)
+            box = info.context.store.box
+            live = {r.name: LiveResource(r.id, r.state, box.open(r.outputs)) for r in rows}
             self._workload = workload(self.spec, live)
         return self._workload
 

@@ -138,20 +138,25 @@ def parse_duration(value: Any, where: str) -> float:
     return seconds
 
 
+def read_yaml_file(path: Path, display: str, missing: str) -> Any:
+    """A platform file (provider, workflow, admin config) as YAML; errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DefinitionError(f"{display}: {missing}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"{display}: cannot read: {exc}") from None
+    try:
+        return load_yaml(text, display)
+    except YamlError as exc:
+        raise DefinitionError(str(exc)) from None
+
+
 def load_workflow(
     path: Path, *, display: str, step_types: dict[str, Any], platform: Any = None
 ) -> WorkflowDefinition:
     """Parse and validate one workflow file; compile every template it holds."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DefinitionError(f"{display}: workflow file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"{display}: cannot read: {exc}") from None
-    try:
-        doc = load_yaml(text, display)
-    except YamlError as exc:
-        raise DefinitionError(str(exc)) from None
+    doc = read_yaml_file(path, display, "workflow file not found")
     top = _Fields(
         doc, display, {"apiVersion", "kind", "metadata", "parameters", "steps", "outputs", "timeout"}
     )
