@@ -42,7 +42,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: object) -> Context:
         services: Services = request.app.state.services
         if isinstance(request, WebSocket):
-            return Context(services=services)  # authenticated in connection_init (on_ws_connect)
+            return Context(services=services, websocket=True)  # authenticated in connection_init
         token = bearer(request.headers.get("authorization"))
         return Context(
             services=services, token=token, principal=await services.authenticator.principal(token)
@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await orchestrator.stop()
+            await authenticator.close()
             await store.close()
 
     graphql = GraphQLApp(

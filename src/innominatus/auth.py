@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +24,8 @@ ROLES = (ADMIN, MEMBER)
 ADMIN_TEAM = "admin"
 DEV_TOKEN = "test"  # noqa: S105 - the documented token of `serve --dev`, never accepted otherwise
 CACHE_SECONDS = 1.0  # revocation and expiry hold in every process from at most this much later
+WATCH_SECONDS = 1.0  # how often the tokens of live subscriptions are checked (all of them, one query)
+log = logging.getLogger(__name__)
 _TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -99,13 +105,92 @@ async def create_token(
     return row, text
 
 
+class TokenWatch:
+    """Ends the live subscriptions of one token once it is revoked or expires (events.Watch)."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.revoked = False
+        self.users = 0
+        self._ends: set[Callable[[], None]] = set()
+
+    def attach(self, end: Callable[[], None]) -> None:
+        self._ends.add(end)
+        if self.revoked:
+            end()
+
+    def detach(self, end: Callable[[], None]) -> None:
+        self._ends.discard(end)
+
+    def revoke(self) -> None:
+        self.revoked = True
+        for end in list(self._ends):
+            end()
+
+
 class Authenticator:
-    """Resolves a bearer token to a Principal, with a cache short enough for revocation to hold."""
+    """Resolves a bearer token to a Principal, with a cache short enough for revocation to hold; and
+    watches the tokens of live subscriptions, all of them with one query a second (not a timer each)."""
 
     def __init__(self, store: Store, *, dev: bool = False) -> None:
         self.store = store
         self.dev = dev
         self._cache: dict[str, tuple[Principal | None, datetime | None, float]] = {}
+        self._watches: dict[str, TokenWatch] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    def watch(self, token: str | None) -> TokenWatch | None:
+        """A watch for a subscription of `token` (None when nothing can revoke it: dev mode's admin);
+        give it back with `unwatch`."""
+        if not token or (self.dev and token == DEV_TOKEN):
+            return None
+        digest = hash_token(token)
+        watch = self._watches.get(digest)
+        if watch is None:
+            watch = self._watches[digest] = TokenWatch(digest)
+        watch.users += 1
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._check_watched(), name="innominatus-token-watch")
+        return watch
+
+    def unwatch(self, watch: TokenWatch | None) -> None:
+        if watch is None:
+            return
+        watch.users -= 1
+        if watch.users <= 0 and self._watches.get(watch.digest) is watch:
+            del self._watches[watch.digest]
+
+    async def _check_watched(self) -> None:
+        while self._watches:
+            await asyncio.sleep(WATCH_SECONDS)
+            digests = list(self._watches)
+            try:
+                async with self.store.session() as session:
+                    rows = {
+                        row.token_hash: row
+                        for row in await session.scalars(select(Token).where(Token.token_hash.in_(digests)))
+                    }
+            except Exception:
+                log.exception("checking the tokens of live subscriptions failed")
+                continue
+            now = utcnow()
+            for digest in digests:
+                row = rows.get(digest)
+                if (
+                    row is None
+                    or row.revoked_at is not None
+                    or (row.expires_at is not None and row.expires_at <= now)
+                ):
+                    self._cache.pop(digest, None)
+                    watch = self._watches.pop(digest, None)
+                    if watch is not None:
+                        watch.revoke()
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
 
     async def principal(self, token: str | None) -> Principal | None:
         if self.dev and (token is None or token == DEV_TOKEN):

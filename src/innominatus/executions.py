@@ -24,10 +24,12 @@ def new_execution(
     inputs: dict[str, Any] | None = None,
     lease_owner: str | None = None,
     lease: timedelta | None = None,
+    started: bool = False,
 ) -> WorkflowExecution:
     """A RUNNING execution; without a lease it waits for an engine to claim it.
 
-    `inputs` are the resolved parameters; empty means "resolve them when the run starts".
+    `inputs` are the resolved parameters; empty means "resolve them when the run starts". `started`:
+    the claiming engine starts it now, so its first step is recorded as RUNNING (attempt 1) right here.
     """
     now = utcnow()
     timeout = workflow.definition.timeout
@@ -48,16 +50,18 @@ def new_execution(
     )
     session.add(execution)
     for position, step in enumerate(workflow.definition.steps):
+        first = started and position == 0
         session.add(
             WorkflowStep(
                 execution_id=execution.id,
                 position=position,
                 name=step.name,
                 type=step.type,
-                status=StepStatus.PENDING,
-                attempts=0,
+                status=StepStatus.RUNNING if first else StepStatus.PENDING,
+                attempts=1 if first else 0,
                 logs="",
                 outputs={},
+                started_at=now if first else None,
             )
         )
     resource.workflow_execution_id = execution.id

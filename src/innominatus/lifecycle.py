@@ -1,13 +1,16 @@
 """THE resource state machine: which transitions exist, and what each one writes.
 
 Every change of a resource's state goes through `transition` (or `create` for the first one), which
-writes the audit row and the durable event row in the caller's transaction. The events reach
-in-process subscribers once that transaction commits (see store.Store.transaction).
+writes the audit row and the durable event row in the caller's transaction. Once that transaction
+commits, the sequencer gives the events their stream positions and publishes them (see
+store.Store.transaction and events.sequencer); `release_dependents` is its reaction to ACTIVE ones.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus.db.models import Event, Resource, ResourceTransition, new_id, utcnow
@@ -24,29 +27,11 @@ ALLOWED: dict[S | None, frozenset[S]] = {
     S.DELETED: frozenset(),
 }
 
-PENDING_EVENTS = "innominatus.pending_events"
-_SEQUENCE_LOCK = "innominatus.sequence_lock"
-# PostgreSQL hands out sequence numbers at insert, not at commit: without this lock a transaction could
-# commit event 5 after another committed event 6, and a client resuming "after 6" would never see 5.
-# Holding one advisory lock from the first event insert to commit makes commit order = sequence order.
-_SEQUENCE_LOCK_KEY = 0x1EE7_0001
+WROTE_EVENTS = "innominatus.wrote_events"  # session.info flag: the store runs the sequencer after commit
 
 
 class IllegalTransition(RuntimeError):
     """A bug: some code asked for a state change the machine does not have."""
-
-
-async def lock_sequence(session: AsyncSession) -> None:
-    """Take the event-order lock (PostgreSQL; SQLite's write lock already orders commits).
-
-    Transactions that will change states take it first thing (Store.transaction(sequenced=True)), so
-    no transaction ever waits for it while holding a row lock another one needs: no deadlocks.
-    """
-    if session.bind.dialect.name != "postgresql" or session.info.get(_SEQUENCE_LOCK):
-        return
-    with session.no_autoflush:  # a new resource is flushed later, once its state is set
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SEQUENCE_LOCK_KEY})
-    session.info[_SEQUENCE_LOCK] = True
 
 
 def can_transition(from_state: S | None, to_state: S) -> bool:
@@ -62,7 +47,6 @@ async def transition(
     from_state = S(resource.state) if resource.state is not None else None
     if not can_transition(from_state, to_state):
         raise IllegalTransition(f"resource {resource.id}: {from_state} → {to_state} is not allowed")
-    await lock_sequence(session)
     now = utcnow()
     resource.state = to_state.value
     resource.updated_at = now
@@ -70,6 +54,8 @@ async def transition(
         resource.error_message = None
     else:
         resource.error_message = reason
+    if to_state is S.REQUESTED:
+        resource.waiting_for = None  # claims check its dependencies afresh
     session.add(
         ResourceTransition(
             resource_id=resource.id, from_state=from_state, to_state=to_state, reason=reason, at=now
@@ -85,8 +71,7 @@ async def transition(
         at=now,
     )
     session.add(event)
-    await session.flush()  # assigns the sequence
-    session.info.setdefault(PENDING_EVENTS, []).append(event)
+    session.info[WROTE_EVENTS] = True
     return event
 
 
@@ -97,3 +82,21 @@ async def create(session: AsyncSession, resource: Resource) -> Event:
     resource.state = None  # type: ignore[assignment]  # inserted by the flush in transition
     session.add(resource)
     return await transition(session, resource, S.REQUESTED, "requested by spec")
+
+
+async def release_dependents(session: AsyncSession, activated: Iterable[tuple[str, str]]) -> None:
+    """Un-park the resources waiting for these (application id, name) pairs, which just became ACTIVE.
+
+    Runs after the transaction that made them ACTIVE has committed (the sequencer's pass): a claim that
+    parked a dependent concurrently either saw the dependency ACTIVE and did not park, or holds the
+    dependent's row lock until it commits and is then released here.
+    """
+    pairs = [{"b_app": app, "b_name": name} for app, name in activated]
+    if pairs:
+        table = Resource.__table__
+        await session.execute(
+            update(table)
+            .where(table.c.application_id == bindparam("b_app"), table.c.waiting_for == bindparam("b_name"))
+            .values(waiting_for=None),
+            pairs,
+        )

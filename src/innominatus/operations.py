@@ -50,17 +50,27 @@ async def lock_application(session: AsyncSession, name: str) -> Application | No
 
 
 async def application_resources(
-    session: AsyncSession, application_id: str, *, live_only: bool = False
+    session: AsyncSession, application_id: str, *, live_only: bool = False, lock: bool = False
 ) -> list[Resource]:
-    """An application's resources in creation order; `live_only` leaves the DELETED history out."""
+    """An application's resources in creation order; `live_only` leaves the DELETED history out.
+
+    `lock`: for changing them. Rows are locked (and read fresh) in the system's lock order: application,
+    then its resources, then their executions; the engine follows the same order, so nothing deadlocks.
+    """
     query = select(Resource).where(Resource.application_id == application_id)
     if live_only:
         query = query.where(Resource.state != S.DELETED)
+    if lock:  # (SQLAlchemy drops FOR UPDATE on SQLite, where the transaction holds the write lock)
+        query = query.with_for_update().execution_options(populate_existing=True)
     return list(await session.scalars(query.order_by(Resource.created_at, Resource.name)))
 
 
-async def live_resources(session: AsyncSession, application_id: str) -> dict[str, Resource]:
-    return {r.name: r for r in await application_resources(session, application_id, live_only=True)}
+async def live_resources(
+    session: AsyncSession, application_id: str, *, lock: bool = False
+) -> dict[str, Resource]:
+    return {
+        r.name: r for r in await application_resources(session, application_id, live_only=True, lock=lock)
+    }
 
 
 def workflow_for(
@@ -176,7 +186,7 @@ async def delete_application(session: AsyncSession, catalog: Catalog, app: Appli
     """Every resource's delete workflow (the engine runs dependents first), then the app goes."""
     if app.deleted_at is not None:
         raise NotFound("application", app.name)
-    for resource in (await live_resources(session, app.id)).values():
+    for resource in (await live_resources(session, app.id, lock=True)).values():
         await start_delete(session, catalog, resource, reason="application deleted", without_workflow_ok=True)
     app.delete_requested_at = app.delete_requested_at or utcnow()
     await finish_application_deletion(session, app)

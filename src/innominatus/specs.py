@@ -76,7 +76,7 @@ async def submit(
     spec_text = text.decode("utf-8") if isinstance(text, bytes) else text
     for attempt in range(_ATTEMPTS):
         try:
-            async with store.transaction(sequenced=True) as session:
+            async with store.transaction() as session:
                 return await _apply(session, catalog, spec, spec_text, caller)
         except IntegrityError:
             # A concurrent first submission of the same app won the insert; go again, now as an update.
@@ -96,7 +96,7 @@ async def _apply(
         raise SpecError(
             [Problem("metadata.name", f"application '{spec.name}' is being deleted; submit it again later")]
         )
-    live = await live_resources(session, app.id) if app is not None else {}
+    live = await live_resources(session, app.id, lock=True) if app is not None else {}
     _check_changes(catalog, spec, live)
 
     if app is None:

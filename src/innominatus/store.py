@@ -1,4 +1,5 @@
-"""The unit of work: sessions and transactions, and publication of their events after commit."""
+"""The unit of work: sessions and transactions; a transaction that wrote events runs the sequencer
+after it commits, which publishes them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from contextlib import asynccontextmanager
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from innominatus.db.database import sessionmaker
-from innominatus.events import EventHub, StateEvent
-from innominatus.lifecycle import PENDING_EVENTS, lock_sequence
+from innominatus.db.database import read_engine, sessionmaker
+from innominatus.events import EventHub, Sequencer
+from innominatus.lifecycle import WROTE_EVENTS
 from innominatus.sealing import SecretBox
 
 
@@ -23,6 +24,14 @@ class Store:
         # Seals secret outputs at rest; without a configured key (tests), one that lives as long as this store.
         self.box = box or SecretBox(Fernet.generate_key())
         self._sessions = sessionmaker(engine)
+        self._reader = read_engine(engine)
+        self._read_sessions = sessionmaker(self._reader) if self._reader is not engine else self._sessions
+        self.sequencer = Sequencer(self._sessions, self.hub, engine.dialect.name)
+
+    @property
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        """Every engine this store talks through (SQLite has a separate one for reads)."""
+        return (self.engine,) if self._reader is self.engine else (self.engine, self._reader)
 
     @property
     def dialect(self) -> str:
@@ -30,25 +39,23 @@ class Store:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads; each concurrent resolver gets its own."""
-        async with self._sessions() as session:
+        """A session for reads (it never waits for writers); each concurrent resolver gets its own."""
+        async with self._read_sessions() as session:
             yield session
 
     @asynccontextmanager
-    async def transaction(self, *, sequenced: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction; the state events it wrote are published only once it has committed.
-
-        `sequenced`: it will change resource states, so it takes the event-order lock first.
-        """
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One transaction; the state events it wrote are numbered and published once it has committed."""
         async with self._sessions() as session:
             async with session.begin():
-                if sequenced:
-                    await lock_sequence(session)
                 yield session
-            pending = session.info.pop(PENDING_EVENTS, [])
+            wrote = session.info.pop(WROTE_EVENTS, False)
             session.info.clear()
-        if pending:
-            self.hub.publish(StateEvent.from_row(row) for row in pending)
+        if wrote:
+            await self.sequencer.flush()
 
     async def close(self) -> None:
+        self.sequencer.close()
+        if self._reader is not self.engine:
+            await self._reader.dispose()
         await self.engine.dispose()

@@ -97,20 +97,62 @@ async def test_live_only_without_after_sequence(store: Store) -> None:
     await agen.aclose()
 
 
-async def test_slow_subscriber_catches_up_from_the_table(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(events, "QUEUE_SIZE", 3)
+async def test_slow_subscriber_is_ended_with_where_to_resume(store: Store) -> None:
+    """A live subscriber that does not read while its queue fills up is ended, told the afterSequence to
+    resume from; resuming there loses nothing. Another subscriber is not affected."""
+    store.hub.queue_size = 3
+    rid = await make_resource(store, "app-a")
+    slow = stream(store, EventFilter(application="app-a"))
+    other = stream(store, EventFilter(application="app-a"))
+    first = asyncio.ensure_future(take(slow, 1))
+    reading = asyncio.ensure_future(take(other, 11))
+    await asyncio.sleep(0.05)  # both are live now
+    await move(store, rid, ResourceState.PROVISIONING)
+    assert [e.sequence for e in await first] == [2]
+    # Ten transitions while `slow` is not reading: its queue of 3 overflows.
+    for to in [ResourceState.FAILED, ResourceState.PROVISIONING] * 5:
+        await move(store, rid, to)
+    assert [e.sequence for e in await reading] == list(range(2, 13))
+    got: list[int] = []
+    with pytest.raises(events.SubscriberTooSlow) as ended:
+        async for event in slow:
+            got.append(event.sequence)
+    assert got == [3, 4, 5]  # what was queued before it overflowed
+    assert ended.value.after_sequence == 5
+    assert "afterSequence: 5" in str(ended.value)
+    resumed = stream(store, EventFilter(application="app-a"), after_sequence=ended.value.after_sequence)
+    assert [e.sequence for e in await take(resumed, 7)] == list(range(6, 13))
+    await resumed.aclose()
+    await other.aclose()
+    assert store.hub.subscriber_count == 0
+
+
+async def test_replaying_subscriber_catches_up_from_the_table(store: Store) -> None:
+    """While a subscriber still replays, what happens meanwhile is read from the table, not queued."""
+    store.hub.queue_size = 3
     rid = await make_resource(store, "app-a")
     agen = stream(store, EventFilter(application="app-a"), after_sequence=0)
     assert [e.sequence for e in await take(agen, 1)] == [1]
-    # Ten transitions while the subscriber is not reading: its queue of 3 overflows.
     for to in [ResourceState.PROVISIONING, ResourceState.FAILED] * 5:
         await move(store, rid, to)
-    got = await take(agen, 10)
-    assert [e.sequence for e in got] == list(range(2, 12))
+    assert [e.sequence for e in await take(agen, 10)] == list(range(2, 12))
     await agen.aclose()
-    assert store.hub.subscriber_count == 0
+
+
+async def test_events_carry_the_resource_loaded_once(store: Store) -> None:
+    """Every subscriber gets the same event object, with the resource row attached (no query each)."""
+    rid = await make_resource(store, "app-a")
+    first = stream(store, EventFilter(application="app-a"))
+    second = stream(store, EventFilter())
+    pending = [asyncio.ensure_future(take(s, 1)) for s in (first, second)]
+    await asyncio.sleep(0.05)
+    await move(store, rid, ResourceState.PROVISIONING)
+    [[a], [b]] = [await p for p in pending]
+    assert a is b
+    assert a.resource is not None
+    assert (a.resource.id, a.resource.state) == (rid, "PROVISIONING")
+    await first.aclose()
+    await second.aclose()
 
 
 async def test_commit_order_follows_sequence_order(store: Store) -> None:

@@ -120,7 +120,7 @@ async def test_provision_update_delete(store: Store, catalog: Catalog, standin: 
         assert {r.content_type for r in applies} == {"application/apply-patch+yaml"}
         assert all(r.query == {"fieldManager": ["innominatus"], "force": ["true"]} for r in applies)
 
-        async with store.transaction(sequenced=True) as session:
+        async with store.transaction() as session:
             row = await session.get(models.Resource, db.id)
             application = await session.get(models.Application, row.application_id)
             await operations.update_properties(session, catalog, application, row, {"size": "large"})
@@ -150,7 +150,7 @@ async def test_provision_update_delete(store: Store, catalog: Catalog, standin: 
             assert f"applied postgresql {app}/{cluster}" in logs
             assert PASSWORD not in logs and quote(PASSWORD, safe="") not in logs
 
-        async with store.transaction(sequenced=True) as session:
+        async with store.transaction() as session:
             application = await operations.lock_application(session, app)
             await operations.delete_application(session, catalog, application)
         await wait_states(store, app, {"db": "DELETED"})

@@ -75,10 +75,15 @@ async def new_resource(store: Store, app_name: str = "shop", name: str = "db") -
 
 
 async def move(store: Store, resource_id: str, to_state: S, reason: str | None = None) -> Event:
+    """The transition, committed; the event row as stored once the sequencer has numbered it."""
     async with store.transaction() as session:
         resource = await session.get(Resource, resource_id)
         assert resource is not None
-        return await lifecycle.transition(session, resource, to_state, reason)
+        event = await lifecycle.transition(session, resource, to_state, reason)
+    async with store.session() as session:
+        stored = await session.get(Event, event.id)
+    assert stored is not None
+    return stored
 
 
 async def counts(store: Store, resource_id: str) -> tuple[int, int]:

@@ -55,7 +55,7 @@ def app_name() -> str:
 
 
 async def update(store: Store, catalog: Catalog, resource_id: str, props: dict) -> None:
-    async with store.transaction(sequenced=True) as session:
+    async with store.transaction() as session:
         resource = await session.get(models.Resource, resource_id)
         app = await session.get(models.Application, resource.application_id)
         await operations.update_properties(session, catalog, app, resource, props)
@@ -87,7 +87,7 @@ async def test_provision_connect_update_delete(
         )
         assert db.outputs["password"] == out["password"]  # update keeps the credentials
 
-        async with store.transaction(sequenced=True) as session:
+        async with store.transaction() as session:
             row = await operations.lock_application(session, app)
             await operations.delete_application(session, catalog, row)
         await wait_states(store, app, {"db": "DELETED"})
@@ -107,7 +107,7 @@ async def test_rerun_converges_on_the_same_role(
         await specs.submit(store, catalog, spec(app))
         db = (await wait_states(store, app, {"db": "ACTIVE"}))["db"]
         # A second create run (as after a crash mid-step) adopts its own role and keeps the stored password.
-        async with store.transaction(sequenced=True) as session:
+        async with store.transaction() as session:
             row = await session.get(models.Resource, db.id)
             row.state = "FAILED"  # as a crashed-and-failed run would leave it
         await specs.submit(store, catalog, spec(app, "      note: again\n"))

@@ -108,7 +108,7 @@ async def test_provision_resize_delete_on_a_real_cluster(
             assert cr["spec"]["teamId"] == app and cr["spec"]["volume"]["size"] == "5Gi"
             assert cr["status"]["PostgresClusterStatus"] == "Running"
 
-            async with store.transaction(sequenced=True) as session:
+            async with store.transaction() as session:
                 row = await session.get(models.Resource, db.id)
                 application = await session.get(models.Application, row.application_id)
                 await operations.update_properties(session, catalog, application, row, {"size": "medium"})
@@ -117,7 +117,7 @@ async def test_provision_resize_delete_on_a_real_cluster(
             cr = postgresqls.get(name=f"{app}-db", namespace=app).to_dict()
             assert cr["spec"]["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
 
-            async with store.transaction(sequenced=True) as session:
+            async with store.transaction() as session:
                 application = await operations.lock_application(session, app)
                 await operations.delete_application(session, catalog, application)
             await wait_states(store, app, {"db": "DELETED"}, timeout=READY)

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from innominatus.api.loaders import Loaders
 from innominatus.auth import Authenticator, Principal
 from innominatus.providers import Catalog
 from innominatus.ratelimit import RateLimiter
@@ -28,6 +29,14 @@ class Context:
     token: str | None = None
     principal: Principal | None = None
     connection_params: dict[str, Any] = field(default_factory=dict)  # websocket connection_init payload
+    websocket: bool = False  # one context for the whole connection: its loaders keep nothing
+    _loaders: Loaders | None = None
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.services.store, cache=not self.websocket)
+        return self._loaders
 
     @property
     def store(self) -> Store:

@@ -3,7 +3,6 @@ the caller's team (admins see all). No business rules here."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
@@ -41,8 +40,9 @@ from innominatus.api.types import (
     WorkflowStepEvent,
     WorkflowStepState,
 )
+from innominatus.auth import TokenWatch
 from innominatus.db import models
-from innominatus.events import EventFilter, StepFilter, stream
+from innominatus.events import EventFilter, Revoked, StepFilter, SubscriberTooSlow, steps, stream
 from innominatus.problems import Problem
 from innominatus.providers import CatalogError
 from innominatus.score import SpecError
@@ -51,7 +51,6 @@ from innominatus.states import StepStatus as StepStatusEnum
 
 Info = strawberry.Info[Context, None]
 T = TypeVar("T")
-REAUTH_SECONDS = 2.0  # a live subscription of a revoked or expired token ends within this (+1 s cache)
 
 
 def _require_admin(info: Info, action: str = "manage tokens") -> None:
@@ -159,7 +158,7 @@ async def _locked_resource(
     app = await session.get(models.Application, resource.application_id)
     assert app is not None
     await operations.lock_application(session, app.name)  # racing changes to one app queue up here
-    await session.refresh(resource)
+    await session.refresh(resource, with_for_update=True)  # dropped on SQLite, whose write lock we hold
     return app, resource
 
 
@@ -197,7 +196,7 @@ class Mutation:
         if not isinstance(properties, dict):
             raise bad_input("properties must be an object", [Problem("properties", "must be an object")])
         try:
-            async with info.context.store.transaction(sequenced=True) as session:
+            async with info.context.store.transaction() as session:
                 app, resource = await _locked_resource(info, session, str(id))
                 await operations.update_properties(session, info.context.catalog, app, resource, properties)
                 return Resource.from_row(resource)
@@ -209,7 +208,7 @@ class Mutation:
         "Its resources and executions stay queryable as history."
     )
     async def delete_application(self, info: Info, name: str) -> Application:
-        async with info.context.store.transaction(sequenced=True) as session:
+        async with info.context.store.transaction() as session:
             app = await operations.lock_application(session, name)
             if app is None or app.deleted_at is not None or not info.context.caller.can_see(app.team):
                 raise not_found("application", name)
@@ -222,7 +221,7 @@ class Mutation:
     )
     async def retry_resource(self, info: Info, id: strawberry.ID) -> Resource:
         try:
-            async with info.context.store.transaction(sequenced=True) as session:
+            async with info.context.store.transaction() as session:
                 _, resource = await _locked_resource(info, session, str(id))
                 await operations.retry(session, resource)
                 return Resource.from_row(resource)
@@ -282,36 +281,35 @@ class Mutation:
             return ApiToken.from_row(row)
 
 
-async def _while_authenticated(info: Info, events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
-    """Pass events through while the caller's token stays valid; end the stream when it does not."""
-    context = info.context
-    iterator = aiter(events)
-    pending: asyncio.Task[T] | None = None
+def _ended(exc: Exception) -> GraphQLError:
+    """Why a live subscription ended, as the error its client receives."""
+    if isinstance(exc, Revoked):
+        return unauthenticated()
+    assert isinstance(exc, SubscriberTooSlow)
+    extensions: dict[str, Any] = {"code": "SUBSCRIBER_TOO_SLOW"}
+    if exc.after_sequence is not None:
+        extensions["afterSequence"] = exc.after_sequence
+    return GraphQLError(str(exc), extensions=extensions)
+
+
+async def _live(info: Info, events: AsyncIterator[T], watch: TokenWatch | None) -> AsyncGenerator[T, None]:
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=REAUTH_SECONDS)
-            if await context.services.authenticator.principal(context.token) is None:
-                raise unauthenticated()
-            if pending in done:
-                item = pending.result()
-                pending = None
-                yield item
+        async for event in events:
+            yield event
+    except (Revoked, SubscriberTooSlow) as exc:
+        raise _ended(exc) from None
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+        info.context.services.authenticator.unwatch(watch)
         with contextlib.suppress(Exception):
-            await iterator.aclose()  # type: ignore[attr-defined]
+            await events.aclose()  # type: ignore[attr-defined]
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
         description="Each resource state change as the engine makes it. With afterSequence, the stored events "
-        "after that sequence come first, so a reconnecting client loses nothing."
+        "after that sequence come first, so a reconnecting client loses nothing. A subscriber that falls too "
+        "far behind is ended with SUBSCRIBER_TOO_SLOW and the afterSequence to resume from."
     )
     async def resource_state_changed(
         self,
@@ -332,16 +330,10 @@ class Subscription:
             resource_id=str(resource_id) if resource_id is not None else None,
             team=info.context.team_filter,
         )
-        async for event in _while_authenticated(info, stream(info.context.store, flt, after_sequence)):
-            yield ResourceStateEvent(
-                sequence=event.sequence,
-                resource_id=strawberry.ID(event.resource_id),
-                application=event.application_name,
-                from_state=ResourceStateEnum(event.from_state) if event.from_state else None,
-                to_state=ResourceStateEnum(event.to_state),
-                reason=event.reason,
-                at=event.at,
-            )
+        watch = info.context.services.authenticator.watch(info.context.token)
+        events = stream(info.context.store, flt, after_sequence, watch=watch)
+        async for event in _live(info, events, watch):
+            yield ResourceStateEvent.of(event)
 
     @strawberry.subscription(
         description="Each step status change and each log line of a workflow run, as they happen (live only)."
@@ -361,7 +353,8 @@ class Subscription:
             application=application,
             team=info.context.team_filter,
         )
-        async for event in _while_authenticated(info, info.context.store.hub.steps(flt)):
+        watch = info.context.services.authenticator.watch(info.context.token)
+        async for event in _live(info, steps(info.context.store, flt, watch=watch), watch):
             yield WorkflowStepEvent(
                 workflow_id=strawberry.ID(event.workflow_id),
                 application=event.application_name,

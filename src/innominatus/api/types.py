@@ -6,12 +6,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import strawberry
-from sqlalchemy import select
 from strawberry.scalars import JSON
 
-from innominatus import queries
 from innominatus.db import models
-from innominatus.operations import application_resources
+from innominatus.events import StateEvent
 from innominatus.providers import Provider as ProviderModel
 from innominatus.references import LiveResource, Workload, workload
 from innominatus.states import ResourceState as ResourceStateEnum
@@ -138,21 +136,18 @@ class WorkflowExecution:
     async def retry_of(self, info: strawberry.Info[Context, None]) -> WorkflowExecution | None:
         if self.retry_of_id is None:
             return None
-        async with info.context.store.session() as session:
-            row = await session.get(models.WorkflowExecution, self.retry_of_id)
+        row = await info.context.loaders.execution.load(self.retry_of_id)
         return WorkflowExecution.from_row(row) if row is not None else None
 
     @strawberry.field
     async def resource(self, info: strawberry.Info[Context, None]) -> Resource:
-        async with info.context.store.session() as session:
-            row = await session.get(models.Resource, self.resource_id)
+        row = await info.context.loaders.resource.load(self.resource_id)
         assert row is not None  # executions are deleted with their resource
         return Resource.from_row(row)
 
     @strawberry.field
     async def steps(self, info: strawberry.Info[Context, None]) -> list[WorkflowStep]:
-        rows = await queries.steps(info.context.store, [str(self.id)])
-        return [WorkflowStep.from_row(r) for r in rows[str(self.id)]]
+        return [WorkflowStep.from_row(r) for r in await info.context.loaders.steps.load(str(self.id))]
 
 
 @strawberry.type
@@ -198,9 +193,8 @@ class Resource:
         return info.context.store.box.open(self.stored_outputs)
 
     async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
-        async with info.context.store.session() as session:
-            rows = await application_resources(session, self.application_id, live_only=True)
-        return [r for r in rows if r.id != self.id]
+        rows = await info.context.loaders.app_resources.load(self.application_id)
+        return [r for r in rows if r.id != self.id and r.state != ResourceStateEnum.DELETED]
 
     @strawberry.field(
         description="The resources this one's params reference (it waits for them to be ACTIVE)."
@@ -216,27 +210,20 @@ class Resource:
     async def workflow_execution(self, info: strawberry.Info[Context, None]) -> WorkflowExecution | None:
         if self.workflow_execution_id is None:
             return None
-        async with info.context.store.session() as session:
-            row = await session.get(models.WorkflowExecution, self.workflow_execution_id)
+        row = await info.context.loaders.execution.load(self.workflow_execution_id)
         return WorkflowExecution.from_row(row) if row is not None else None
 
     @strawberry.field
     async def transitions(self, info: strawberry.Info[Context, None]) -> list[Transition]:
-        async with info.context.store.session() as session:
-            rows = await session.scalars(
-                select(models.ResourceTransition)
-                .where(models.ResourceTransition.resource_id == self.id)
-                .order_by(models.ResourceTransition.id)
+        return [
+            Transition(
+                from_state=ResourceStateEnum(r.from_state) if r.from_state else None,
+                to_state=ResourceStateEnum(r.to_state),
+                reason=r.reason,
+                at=r.at,
             )
-            return [
-                Transition(
-                    from_state=ResourceStateEnum(r.from_state) if r.from_state else None,
-                    to_state=ResourceStateEnum(r.to_state),
-                    reason=r.reason,
-                    at=r.at,
-                )
-                for r in rows
-            ]
+            for r in await info.context.loaders.transitions.load(str(self.id))
+        ]
 
 
 @strawberry.type
@@ -262,15 +249,17 @@ class Application:
 
     @strawberry.field
     async def resources(self, info: strawberry.Info[Context, None]) -> list[Resource]:
-        async with info.context.store.session() as session:
-            return [Resource.from_row(r) for r in await application_resources(session, self.id)]
+        return [Resource.from_row(r) for r in await info.context.loaders.app_resources.load(self.id)]
 
     async def _resolved(self, info: strawberry.Info[Context, None]) -> Workload:
         if self._workload is None:
-            async with info.context.store.session() as session:
-                rows = await application_resources(session, self.id, live_only=True)
+            rows = await info.context.loaders.app_resources.load(self.id)
             box = info.context.store.box
-            live = {r.name: LiveResource(r.id, r.state, box.open(r.outputs)) for r in rows}
+            live = {
+                r.name: LiveResource(r.id, r.state, box.open(r.outputs))
+                for r in rows
+                if r.state != ResourceStateEnum.DELETED
+            }
             self._workload = workload(self.spec, live)
         return self._workload
 
@@ -318,13 +307,35 @@ class ResourceStateEvent:
     to_state: ResourceState
     reason: str | None
     at: datetime
+    # A plain attribute, not a resolver: every subscriber of the event shares this one object.
+    resource: Resource = strawberry.field(
+        description="The resource as it was when the event was published (a replayed event: when replayed)."
+    )
 
-    @strawberry.field(description="The resource as it is now (not as it was at this event).")
-    async def resource(self, info: strawberry.Info[Context, None]) -> Resource:
-        async with info.context.store.session() as session:
-            row = await session.get(models.Resource, str(self.resource_id))
-        assert row is not None
-        return Resource.from_row(row)
+    @classmethod
+    def of(cls, event: StateEvent) -> ResourceStateEvent:
+        """The event as every subscriber sees it, built once per event (not once per subscriber)."""
+        built = _built_events.get(event.sequence)
+        if built is None:
+            assert event.resource is not None  # resources are never removed, only marked DELETED
+            built = cls(
+                sequence=event.sequence,
+                resource_id=strawberry.ID(event.resource_id),
+                application=event.application_name,
+                from_state=ResourceStateEnum(event.from_state) if event.from_state else None,
+                to_state=ResourceStateEnum(event.to_state),
+                reason=event.reason,
+                at=event.at,
+                resource=Resource.from_row(event.resource),
+            )
+            _built_events[event.sequence] = built
+            if len(_built_events) > _BUILT_EVENTS:
+                del _built_events[next(iter(_built_events))]
+        return built
+
+
+_BUILT_EVENTS = 4096  # recent events, shared by their subscribers; the oldest goes first
+_built_events: dict[int, ResourceStateEvent] = {}
 
 
 @strawberry.type

@@ -37,27 +37,40 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine, foreign_keys=foreign_keys)
+        _configure_sqlite(engine, foreign_keys=foreign_keys, read_only=False)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **kwargs)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for read-only sessions: on SQLite a second one whose transactions start deferred and
+    cannot write, so reads never queue for the write lock (WAL lets them run beside the writer)."""
+    if not is_sqlite(engine):
+        return engine
+    reader = create_async_engine(engine.url, connect_args={"timeout": 30})
+    _configure_sqlite(reader, foreign_keys=True, read_only=True)
+    return reader
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool, read_only: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN IMMEDIATE below is what runs.
+        # Take transaction control from the driver so the BEGIN below is what runs.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         fk = "ON" if foreign_keys else "OFF"
-        for pragma in (f"foreign_keys={fk}", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+        pragmas = [f"foreign_keys={fk}", "busy_timeout=30000"]
+        # WAL is a property of the file (the writer sets it); it lets readers run beside the writer.
+        pragmas += ["query_only=ON"] if read_only else ["journal_mode=WAL", "synchronous=NORMAL"]
+        for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # SQLAlchemy drops FOR UPDATE on SQLite; taking the write lock up front makes every
-        # read-then-write transaction (claims, submissions) serialisable without it.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # read-then-write transaction (claims, submissions) serialisable without it. Readers need no lock.
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -56,6 +57,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite makes only INTEGER PRIMARY KEY the auto-numbered rowid.
+BigIntType = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -105,6 +108,15 @@ class Resource(Base):
         ),
         Index("ix_resources_state", "state"),
         Index("ix_resources_application_name", "application_name"),
+        # What a claim pass reads: REQUESTED rows not parked behind a dependency, oldest first. Parked rows
+        # (however many) never enter it, so a pass costs the batch, not the backlog.
+        Index(
+            "ix_resources_claimable",
+            "created_at",
+            sqlite_where=text("state = 'REQUESTED' AND waiting_for IS NULL"),
+            postgresql_where=text("state = 'REQUESTED' AND waiting_for IS NULL"),
+        ),
+        Index("ix_resources_waiting", "application_id", "waiting_for"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -126,6 +138,9 @@ class Resource(Base):
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error_message: Mapped[str | None] = mapped_column(Text)
     workflow_execution_id: Mapped[str | None] = mapped_column(String(36))
+    # A REQUESTED resource parked until the named dependency becomes ACTIVE (lifecycle.release_dependents);
+    # NULL: claims look at it.
+    waiting_for: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -144,15 +159,28 @@ class ResourceTransition(Base):
 
 
 class Event(Base):
-    """Durable event log; `sequence` is the global, ever-growing position subscribers resume from."""
+    """Durable event log. `id` is the insert order; `sequence`, the global position subscribers resume
+    from, is given after commit by events.sequencer (NULL until then), so it follows commit order."""
 
     __tablename__ = "events"
-    # AUTOINCREMENT so SQLite never hands out a sequence number twice.
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        Index("uq_events_sequence", "sequence", unique=True),
+        Index(
+            "ix_events_unsequenced",
+            "id",
+            sqlite_where=text("sequence IS NULL"),
+            postgresql_where=text("sequence IS NULL"),
+        ),
+        Index("ix_events_application_name_sequence", "application_name", "sequence"),
+        Index("ix_events_team_sequence", "team", "sequence"),
+        # AUTOINCREMENT so SQLite never hands out an id twice.
+        {"sqlite_autoincrement": True},
+    )
 
-    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigIntType, primary_key=True, autoincrement=True)
+    sequence: Mapped[int | None] = mapped_column(BigIntType)
     resource_id: Mapped[str] = mapped_column(String(36), index=True)
-    application_name: Mapped[str] = mapped_column(String(63), index=True)
+    application_name: Mapped[str] = mapped_column(String(63))
     team: Mapped[str | None] = mapped_column(String(128))
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))

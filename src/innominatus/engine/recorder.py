@@ -1,0 +1,205 @@
+"""Recording a run: each step attempt as the runner reports it (streamed live at once), and the run's end.
+
+Writes are folded to keep round trips per resource low: a step's final result is written together with
+the next step's start, and the last step's result together with the run's finish, which is one
+transaction (step results, outputs, execution, resource state, event). Secrets are masked before
+anything is stored or streamed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from innominatus import lifecycle
+from innominatus.db.models import Application, Resource, WorkflowExecution, WorkflowStep, utcnow
+from innominatus.engine.claims import Claim
+from innominatus.events import StepEvent
+from innominatus.operations import finish_application_deletion
+from innominatus.sealing import mask, secret_values
+from innominatus.states import Operation, ResourceState, StepStatus, WorkflowStatus
+from innominatus.store import Store
+from innominatus.workflows.definition import Step
+from innominatus.workflows.policy import StepResult
+
+SUCCESS_STATE = {
+    Operation.CREATE: ResourceState.ACTIVE,
+    Operation.UPDATE: ResourceState.ACTIVE,
+    Operation.DELETE: ResourceState.DELETED,
+}
+
+
+class StepRecorder:
+    def __init__(self, store: Store, claim: Claim, worker_id: str) -> None:
+        self.store = store
+        self.claim = claim
+        self.worker_id = worker_id
+        self.current: int | None = None
+        self.attempt = 1
+        self._unwritten: tuple[int, dict[str, Any]] | None = None  # a final step result not stored yet
+
+    # ------------------------------------------------------------------------------- runner hooks
+
+    async def attempt_started(self, index: int, step: Step) -> int:
+        self.current = index
+        if index == self.claim.started_step:
+            self.claim.started_step = None  # the claim's transaction recorded this first attempt
+            attempt = 1
+        else:
+            async with self.store.transaction() as session:
+                await self._write_unwritten(session)
+                result = await session.execute(
+                    update(WorkflowStep)
+                    .where(self._row(index))
+                    .values(
+                        status=StepStatus.RUNNING,
+                        attempts=WorkflowStep.attempts + 1,
+                        started_at=utcnow(),
+                        finished_at=None,
+                        error_message=None,
+                    )
+                    .returning(WorkflowStep.attempts)
+                )
+                attempt = int(result.scalar_one())
+        self.attempt = attempt
+        self._publish(index, StepStatus.RUNNING, attempt)
+        return attempt
+
+    async def attempt_finished(
+        self, index: int, step: Step, attempt: int, result: StepResult, final: bool
+    ) -> None:
+        declared = self.claim.workflow.definition.sensitive_outputs
+        # This step's own secret outputs are known only now: they are masked before anything is stored.
+        self.claim.secrets |= secret_values(result.outputs, declared)
+        secrets = self.claim.secrets
+        error = mask(result.error, secrets)
+        logs = mask(result.logs, secrets) or ""
+        if attempt > 1 or step.retries > 0:
+            outcome = "succeeded" if result.succeeded else f"failed: {error}"
+            newline = "" if logs.endswith("\n") or not logs else "\n"
+            logs = f"--- attempt {attempt} ---\n{logs}{newline}--- attempt {attempt} {outcome} ---\n"
+        values: dict[str, Any] = {"logs": WorkflowStep.logs + logs, "error_message": error}
+        status = StepStatus.RUNNING
+        if final:
+            status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED
+            values.update(
+                status=status, outputs=self.store.box.seal(result.outputs, declared), finished_at=utcnow()
+            )
+            self._unwritten = (index, values)  # stored with the next write of this run
+            self.current = None
+        else:
+            async with self.store.transaction() as session:
+                await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
+        self._publish(index, status, attempt)
+
+    async def log_line(self, index: int, stream: str, line: str) -> None:
+        self._publish(index, StepStatus.RUNNING, self.attempt, mask(line, self.claim.secrets))
+
+    # ------------------------------------------------------------------------------------ the end
+
+    async def finish(self, *, outputs: dict[str, Any] | None, error: str | None) -> None:
+        """The run's end, in one transaction. Locks follow the system's order (application for deletes,
+        then resource, then execution), so it never deadlocks with the API."""
+        claim = self.claim
+        now = utcnow()
+        declared = claim.workflow.definition.sensitive_outputs
+        if outputs:
+            claim.secrets |= secret_values(outputs, declared)
+            outputs = self.store.box.seal(outputs, declared)
+        error = mask(error, claim.secrets)
+        interrupted = self.current  # a step still running when the run ended (timeout, crash)
+        async with self.store.transaction() as session:
+            app = None
+            if claim.operation == Operation.DELETE:
+                app = await session.scalar(
+                    select(Application)
+                    .join(Resource, Resource.application_id == Application.id)
+                    .where(Resource.id == claim.resource_id)
+                    .with_for_update(of=Application)
+                )
+            resource = await session.get(Resource, claim.resource_id, with_for_update=True)
+            if resource is None:
+                return
+            ours = await session.scalar(
+                update(WorkflowExecution)
+                .where(
+                    WorkflowExecution.id == claim.execution_id,
+                    WorkflowExecution.status == WorkflowStatus.RUNNING,
+                    WorkflowExecution.lease_owner == self.worker_id,
+                )
+                .values(
+                    status=WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
+                    error_message=error,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(WorkflowExecution.workflow_name)
+                .execution_options(synchronize_session=False)
+            )
+            if ours is None:
+                return  # cancelled or taken over meanwhile: not ours to finish
+            await self._write_unwritten(session)
+            if error:
+                await self._close_steps(session, error, now)
+                await lifecycle.transition(session, resource, ResourceState.FAILED, error)
+            else:
+                if claim.operation == Operation.CREATE:
+                    resource.outputs = outputs or {}
+                elif claim.operation == Operation.UPDATE:
+                    resource.outputs = {**resource.outputs, **(outputs or {})}
+                await lifecycle.transition(
+                    session, resource, SUCCESS_STATE[Operation(claim.operation)], f"workflow {ours} succeeded"
+                )
+                if app is not None:
+                    await finish_application_deletion(session, app)
+        if error and interrupted is not None:
+            self._publish(interrupted, StepStatus.FAILED, self.attempt)
+
+    async def _close_steps(self, session: AsyncSession, error: str, now: Any) -> None:
+        """A failed run: the step still RUNNING (interrupted, timed out, or the run crashed) failed with
+        it; steps that never ran are SKIPPED."""
+        run_id = self.claim.execution_id
+        if self.claim.started_step is not None:  # recorded as started by the claim, but never ran
+            await session.execute(
+                update(WorkflowStep)
+                .where(self._row(self.claim.started_step))
+                .values(status=StepStatus.PENDING, attempts=0, started_at=None)
+            )
+        await session.execute(
+            update(WorkflowStep)
+            .where(WorkflowStep.execution_id == run_id, WorkflowStep.status == StepStatus.RUNNING)
+            .values(status=StepStatus.FAILED, error_message=error, finished_at=now)
+        )
+        await session.execute(
+            update(WorkflowStep)
+            .where(WorkflowStep.execution_id == run_id, WorkflowStep.status == StepStatus.PENDING)
+            .values(status=StepStatus.SKIPPED)
+        )
+
+    # ---------------------------------------------------------------------------------------- shared
+
+    async def _write_unwritten(self, session: AsyncSession) -> None:
+        if self._unwritten is not None:
+            index, values = self._unwritten
+            await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
+            self._unwritten = None
+
+    def _row(self, index: int) -> Any:
+        return (WorkflowStep.execution_id == self.claim.execution_id) & (WorkflowStep.position == index)
+
+    def _publish(self, index: int, status: str, attempts: int, line: str | None = None) -> None:
+        self.store.hub.publish_step(
+            StepEvent(
+                workflow_id=self.claim.execution_id,
+                application_name=self.claim.app["name"],
+                team=self.claim.team,
+                step_name=self.claim.workflow.definition.steps[index].name,
+                status=status,
+                attempts=attempts,
+                log_line=line,
+                at=utcnow(),
+            )
+        )

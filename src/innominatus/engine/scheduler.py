@@ -1,0 +1,192 @@
+"""The engine's scheduling: when to claim (woken by published events, by a finished run, by the lease
+expiry it knows of, and by a slow sweep), how many runs at once, lease renewal, and cancelling a run
+whose resource is being deleted or whose lease is no longer ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+
+from innominatus.db.models import WorkflowExecution, utcnow
+from innominatus.engine.claims import Claim, Claimer
+from innominatus.engine.recorder import StepRecorder
+from innominatus.engine.run import run_claim
+from innominatus.events import StateEvent
+from innominatus.providers import Catalog
+from innominatus.states import Operation, ResourceState, WorkflowStatus
+from innominatus.store import Store
+
+log = logging.getLogger(__name__)
+
+# Events after which REQUESTED resources may be claimable: new ones, or a dependency now ACTIVE.
+_REQUESTED_WORK = frozenset({ResourceState.REQUESTED, ResourceState.ACTIVE})
+# Events after which an unleased execution may wait: update/delete/retry started by the API, or a
+# dependent now DELETED (deletes run dependents first).
+_RUN_WORK = frozenset({ResourceState.UPDATING, ResourceState.DELETING, ResourceState.DELETED})
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        *,
+        concurrency: int = 16,
+        sweep_interval: float = 30.0,
+        lease_seconds: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.concurrency = concurrency
+        self.sweep_interval = sweep_interval
+        self.lease = timedelta(seconds=lease_seconds)
+        self.worker_id = f"engine-{uuid.uuid4().hex[:12]}"
+        self.claimer = Claimer(store.box, store.dialect, self.worker_id, self.lease)
+        self._wake = asyncio.Event()
+        # Work may be waiting that no free slot has taken yet (REQUESTED resources; unleased runs).
+        self._requested_backlog = True
+        self._runs_backlog = True
+        self._next_expiry: datetime | None = None  # earliest lease another engine holds
+        self._running: dict[str, asyncio.Task[None]] = {}  # execution id → task
+        self._by_resource: dict[str, tuple[str, str]] = {}  # resource id → (execution id, operation)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.store.hub.add_listener(self._on_event)
+        self._wake.set()
+        self._loop_task = asyncio.create_task(self._loop(), name="innominatus-engine")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="innominatus-leases")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, self._heartbeat_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # Interrupted runs resume at once in the next engine instead of waiting out the lease.
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as session:
+                await session.execute(
+                    update(WorkflowExecution)
+                    .where(
+                        WorkflowExecution.lease_owner == self.worker_id,
+                        WorkflowExecution.status == WorkflowStatus.RUNNING,
+                    )
+                    .values(lease_expires_at=utcnow())
+                )
+
+    def _on_event(self, event: StateEvent) -> None:
+        to_state = event.to_state
+        if to_state in _REQUESTED_WORK:
+            self._requested_backlog = True
+            self._wake.set()
+        if to_state in _RUN_WORK or (
+            to_state == ResourceState.PROVISIONING and event.from_state == ResourceState.FAILED
+        ):
+            self._runs_backlog = True  # FAILED → PROVISIONING: a retry's run waits for an engine
+            self._wake.set()
+        if to_state == ResourceState.DELETING:
+            self._cancel_local(event.resource_id)
+
+    def _cancel_local(self, resource_id: str) -> None:
+        running = self._by_resource.get(resource_id)
+        if running is None or running[1] == Operation.DELETE:
+            return
+        task = self._running.get(running[0])
+        if task is not None:
+            task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            timeout = self.sweep_interval
+            if self._next_expiry is not None:
+                timeout = min(timeout, max(0.05, (self._next_expiry - utcnow()).total_seconds() + 0.05))
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                # The sweep, or a lease another engine held ran out: look even without a wake-up.
+                self._requested_backlog = self._runs_backlog = True
+            self._wake.clear()
+            try:
+                await self._claim_and_start()
+            except Exception:
+                log.exception("claiming work failed; trying again in a second")
+                await asyncio.sleep(1)
+                self._requested_backlog = self._runs_backlog = True
+                self._wake.set()
+
+    async def _heartbeat(self) -> None:
+        """Renew our leases; a run whose row says it is no longer ours (cancelled) is stopped."""
+        interval = max(self.lease.total_seconds() / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._running:
+                continue
+            try:
+                async with self.store.transaction() as session:
+                    lost = await self.claimer.renew(session, set(self._running))
+            except Exception:
+                log.exception("renewing leases failed")
+                continue
+            for execution_id in lost:
+                task = self._running.get(execution_id)
+                if task is not None and not task.done():
+                    log.info("execution %s was cancelled or taken over; stopping it here", execution_id)
+                    task.cancel()
+
+    async def _claim_and_start(self) -> None:
+        free = self.concurrency - len(self._running)
+        if free <= 0 or not (self._requested_backlog or self._runs_backlog):
+            return  # a finishing run wakes the loop again while there is a backlog
+        claims = await self._claim(free)
+        for claim in claims:
+            earlier = self._running.get(self._by_resource.get(claim.resource_id, ("", ""))[0])
+            task = asyncio.create_task(self._run(claim, earlier), name=f"workflow-{claim.execution_id}")
+            self._running[claim.execution_id] = task
+            self._by_resource[claim.resource_id] = (claim.execution_id, claim.operation)
+            task.add_done_callback(lambda t, c=claim: self._finished(c))
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        """One transaction; backlog flags are cleared only for what this pass looked at in full."""
+        running = set(self._running)
+        claims: list[Claim] = []
+        async with self.store.transaction() as session:
+            if self._requested_backlog:
+                self._requested_backlog = False
+                claims = await self.claimer.requested(session, self.catalog, limit)
+                if len(claims) == limit:
+                    self._requested_backlog = True  # there may be more waiting
+            if self._runs_backlog and len(claims) < limit:
+                self._runs_backlog = False
+                more = await self.claimer.runs(session, self.catalog, limit - len(claims), running)
+                if len(more) == limit - len(claims):
+                    self._runs_backlog = True
+                claims += more
+                self._next_expiry = await self.claimer.next_expiry(session)
+        if self._requested_backlog or self._runs_backlog:
+            self._wake.set()
+        return claims
+
+    def _finished(self, claim: Claim) -> None:
+        self._running.pop(claim.execution_id, None)
+        if self._by_resource.get(claim.resource_id, ("",))[0] == claim.execution_id:
+            del self._by_resource[claim.resource_id]
+        if self._requested_backlog or self._runs_backlog:
+            self._wake.set()
+
+    async def _run(self, claim: Claim, earlier: asyncio.Task[None] | None) -> None:
+        if earlier is not None:
+            # A cancelled run of the same resource: its process group is gone before this one starts.
+            await asyncio.wait([earlier])
+        recorder = StepRecorder(self.store, claim, self.worker_id)
+        await run_claim(claim, recorder, self.catalog.platform)

@@ -1,0 +1,64 @@
+"""One subscriber's bounded queue. Filling it up ends the subscriber instead of growing memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+F = TypeVar("F")
+
+
+class Overflow(Exception):
+    """The mailbox filled up; what was queued before has been handed out."""
+
+
+class Mailbox(Generic[F, T]):
+    __slots__ = ("_items", "_limit", "_waiter", "error", "filter", "overflowed")
+
+    def __init__(self, flt: F, limit: int) -> None:
+        self.filter = flt
+        self._items: deque[T] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+        self.overflowed = False
+
+    def put(self, item: T) -> None:
+        if self.overflowed or self.error is not None:
+            return
+        if len(self._items) >= self._limit:
+            self.overflow()
+        else:
+            self._items.append(item)
+            self._wake()
+
+    def overflow(self) -> None:
+        self.overflowed = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        """End the subscriber at once with `error` (what is queued is dropped)."""
+        if self.error is None:
+            self.error = error
+            self._items.clear()
+            self._wake()
+
+    async def get(self) -> T:
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self._items:
+                return self._items.popleft()
+            if self.overflowed:
+                raise Overflow
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

@@ -1,0 +1,113 @@
+"""Nested list fields are loaded per batch of parents (DataLoaders), not per row: a deep query over an
+application costs the same number of SQL statements whether it has 5 resources or 20."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from innominatus import specs
+from innominatus.api.context import Context, Services
+from innominatus.api.schema import schema
+from innominatus.auth import DEV_ADMIN, Authenticator
+from innominatus.providers import Catalog, load_catalog
+from innominatus.ratelimit import RateLimiter
+from innominatus.store import Store
+from tests.conftest import ProviderFactory, workflow_yaml
+from tests.integration.helpers import running_engine, settle
+
+DEEP = """
+query($app: String!) {
+  application(name: $app) {
+    name workload pendingResources
+    resources {
+      name state outputs
+      dependsOn { name requiredBy { name } }
+      requiredBy { name dependsOn { name } }
+      transitions { toState }
+      workflowExecution { status steps { name status logs } resource { name } retryOf { id } }
+    }
+  }
+  workflows(application: $app) { workflowName steps { name } resource { name dependsOn { name } } }
+}
+"""
+
+
+def spec(app: str, dependents: int) -> str:
+    lines = [
+        "apiVersion: score.dev/v1b1",
+        f"metadata:\n  name: {app}",
+        "containers:\n  main:\n    image: nginx",
+        "resources:\n  hub:\n    type: test-db",
+    ]
+    for i in range(dependents):
+        lines.append(f"  r{i}:\n    type: test-db\n    params:\n      host: ${{resources.hub.host}}")
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def counting(store: Store) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            statements.append(statement)
+
+    for engine in store.engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        for engine in store.engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def deep_query(store: Store, catalog: Catalog, app: str) -> tuple[dict[str, Any], list[str]]:
+    services = Services(
+        store=store,
+        catalog=catalog,
+        authenticator=Authenticator(store),
+        rate_limiter=RateLimiter(10, 1),
+    )
+    context = Context(services=services, principal=DEV_ADMIN)
+    with counting(store) as statements:
+        result = await schema.execute(DEEP, variable_values={"app": app}, context_value=context)
+    assert result.errors is None, result.errors
+    assert result.data is not None
+    return result.data, [s.split(" FROM ")[-1][:60] for s in statements]
+
+
+async def test_deep_nested_query_costs_the_same_for_5_and_20_resources(
+    store: Store, make_provider: ProviderFactory
+) -> None:
+    wf = workflow_yaml(
+        "provision-test",
+        "- name: make\n  type: policy\n  config:\n    script: 'echo host=h-$RANDOM >> \"$INNOMINATUS_OUTPUT\"'\n",
+        outputs="host: '{{ steps.make.outputs.host }}'\n",
+    )
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    async with running_engine(store, catalog):
+        for app, dependents in (("small", 4), ("large", 19)):
+            await specs.submit(store, catalog, spec(app, dependents))
+            await settle(store, app, count=dependents + 1)
+
+    small, small_statements = await deep_query(store, catalog, "small")
+    assert len(small["application"]["resources"]) == 5
+    large, large_statements = await deep_query(store, catalog, "large")
+
+    resources = large["application"]["resources"]
+    assert len(resources) == 20
+    hub = next(r for r in resources if r["name"] == "hub")
+    assert sorted(r["name"] for r in hub["requiredBy"]) == sorted(f"r{i}" for i in range(19))
+    others = [r for r in resources if r is not hub]
+    names = [{"name": r["name"]} for r in hub["requiredBy"]]
+    assert [r["dependsOn"] for r in others] == [[{"name": "hub", "requiredBy": names}]] * 19
+    assert all(r["workflowExecution"]["steps"][0]["status"] == "SUCCEEDED" for r in resources)
+    assert len(large["workflows"]) == 20
+    assert large["application"]["pendingResources"] == []
+    # The same statements whatever the number of rows: one per kind of nested field, not one per row.
+    assert len(large_statements) == len(small_statements)
+    assert len(large_statements) <= 10, large_statements
