@@ -27,7 +27,7 @@ ALLOWED: dict[S | None, frozenset[S]] = {
     S.DELETED: frozenset(),
 }
 
-WROTE_EVENTS = "innominatus.wrote_events"  # session.info flag: the store runs the sequencer after commit
+WROTE_EVENTS = "innominatus.wrote_events"  # session.info: [(event, resource)] for the sequencer
 
 
 class IllegalTransition(RuntimeError):
@@ -71,7 +71,7 @@ async def transition(
         at=now,
     )
     session.add(event)
-    session.info[WROTE_EVENTS] = True
+    session.info.setdefault(WROTE_EVENTS, []).append((event, resource))
     return event
 
 
@@ -87,9 +87,10 @@ async def create(session: AsyncSession, resource: Resource) -> Event:
 async def release_dependents(session: AsyncSession, activated: Iterable[tuple[str, str]]) -> None:
     """Un-park the resources waiting for these (application id, name) pairs, which just became ACTIVE.
 
-    Runs after the transaction that made them ACTIVE has committed (the sequencer's pass): a claim that
-    parked a dependent concurrently either saw the dependency ACTIVE and did not park, or holds the
-    dependent's row lock until it commits and is then released here.
+    The sequencer runs it where commit order is settled: on PostgreSQL after the transaction that made
+    them ACTIVE has committed (a claim that parked a dependent concurrently either saw the dependency
+    ACTIVE and did not park, or holds the dependent's row lock until it commits and is released here);
+    on SQLite inside that transaction, which runs alone.
     """
     pairs = [{"b_app": app, "b_name": name} for app, name in activated]
     if pairs:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
 from innominatus.auth import Principal
-from innominatus.db.models import Application, ApplicationRevision, Resource, utcnow
+from innominatus.db.models import Application, ApplicationRevision, Resource, new_id, utcnow
 from innominatus.operations import (
     BUSY,
     OperationError,
@@ -99,12 +99,12 @@ async def _apply(
     live = await live_resources(session, app.id, lock=True) if app is not None else {}
     _check_changes(catalog, spec, live)
 
+    first = app is None
     if app is None:
         team = caller.team if caller is not None else None
-        app = Application(name=spec.name, team=team, revision=0, spec={}, created_at=now, updated_at=now)
+        app = Application(id=new_id(), name=spec.name, team=team, revision=0, created_at=now)
         session.add(app)
-        await session.flush()
-    new_revision = app.revision == 0 or app.spec != spec.document or app.deleted_at is not None
+    new_revision = first or app.spec != spec.document or app.deleted_at is not None
     if new_revision:
         app.revision += 1
         app.spec = spec.document
@@ -121,11 +121,12 @@ async def _apply(
             )
         )
 
+    created: list[Resource] = []
     for name, wanted in spec.resources.items():
         current = live.get(name)
         deps = sorted(dependencies(wanted.params))
         if current is None:
-            await _create(session, catalog, app, wanted, deps, now)
+            created.append(await _create(session, catalog, app, wanted, deps, now))
             continue
         current.depends_on = deps
         if not _differs(current, wanted):
@@ -141,7 +142,8 @@ async def _apply(
         if name not in spec.resources:
             await start_delete(session, catalog, current, reason="removed from spec")
 
-    await session.flush()
+    if first:  # everything it has was made just now: nothing to read back
+        return SubmitResult(app, sorted(created, key=lambda r: r.name), changed=True)
     return SubmitResult(app, await application_resources(session, app.id), changed=new_revision)
 
 
@@ -183,7 +185,7 @@ async def _create(
     wanted: ScoreResource,
     deps: list[str],
     now: object,
-) -> None:
+) -> Resource:
     found = catalog.provider_for(wanted.type)
     resource = Resource(
         application_id=app.id,
@@ -200,3 +202,4 @@ async def _create(
         updated_at=now,
     )
     await lifecycle.create(session, resource)
+    return resource

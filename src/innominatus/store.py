@@ -26,7 +26,7 @@ class Store:
         self._sessions = sessionmaker(engine)
         self._reader = read_engine(engine)
         self._read_sessions = sessionmaker(self._reader) if self._reader is not engine else self._sessions
-        self.sequencer = Sequencer(self._sessions, self.hub, engine.dialect.name)
+        self.sequencer = Sequencer(engine, self._read_sessions, self.hub)
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -49,10 +49,12 @@ class Store:
         async with self._sessions() as session:
             async with session.begin():
                 yield session
-            wrote = session.info.pop(WROTE_EVENTS, False)
+                written = session.info.get(WROTE_EVENTS, ())
+                if written and self.sequencer.in_transaction:
+                    await self.sequencer.number(session, written)
             session.info.clear()
-        if wrote:
-            await self.sequencer.flush()
+        if written:
+            await self.sequencer.flush(written)
 
     async def close(self) -> None:
         self.sequencer.close()

@@ -57,11 +57,18 @@ _ELEMENTS = {
     "sqlite": "json_each(resources.depends_on) AS d",
 }
 # Park only if the dependency is still not ACTIVE in this statement's view (it may have become so since
-# the claim's select): lifecycle.release_dependents covers every ACTIVE committed after this.
+# the claim's select).
 _PARK = text(
     "UPDATE resources SET waiting_for = :dep WHERE id = :id AND NOT EXISTS (SELECT 1 FROM resources AS dep "
     "WHERE dep.application_id = :app AND dep.name = :dep AND dep.state = 'ACTIVE' AND dep.state != 'DELETED')"
 )
+# After the claim committed: a dependency that became ACTIVE while the park was not yet committed was
+# released by a numbering pass that could not see the park (PostgreSQL only; SQLite runs writers alone).
+_UNPARK = text(
+    "UPDATE resources SET waiting_for = NULL WHERE id IN :ids AND EXISTS (SELECT 1 FROM resources AS dep "
+    "WHERE dep.application_id = resources.application_id AND dep.name = resources.waiting_for "
+    "AND dep.state = 'ACTIVE' AND dep.state != 'DELETED')"
+).bindparams(bindparam("ids", expanding=True))
 
 
 class Claimer:
@@ -70,6 +77,7 @@ class Claimer:
         self.postgres = dialect == "postgresql"
         self.worker_id = worker_id
         self.lease = lease
+        self.parked: list[str] = []  # parked by claims whose recheck is due (PostgreSQL)
         elements = _ELEMENTS["postgresql" if self.postgres else "sqlite"]
         self._blocker = literal_column(_BLOCKER.format(elements=elements)).label("blocker")
 
@@ -94,6 +102,7 @@ class Claimer:
         ]
         if parked:
             await session.execute(_PARK, parked)
+            self.parked.extend(p["id"] for p in parked)
         ready = [r for r, blocker in rows if blocker is None]
         metadata, siblings = await self._context(session, ready)
         claims: list[Claim] = []
@@ -162,6 +171,14 @@ class Claimer:
             "resource_name": resource.name,
             "resource_type": resource.type,
         }
+
+    async def recheck_parked(self, session: AsyncSession) -> bool:
+        """Release what this engine parked behind a dependency that is ACTIVE by now; True if any."""
+        ids, self.parked = self.parked, []
+        if not ids or not self.postgres:
+            return False
+        result = await session.execute(_UNPARK, {"ids": ids})
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------------------- unleased executions
 

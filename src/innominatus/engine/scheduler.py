@@ -173,6 +173,10 @@ class Engine:
                     self._runs_backlog = True
                 claims += more
                 self._next_expiry = await self.claimer.next_expiry(session)
+        if self.claimer.parked:
+            async with self.store.transaction() as session:
+                if await self.claimer.recheck_parked(session):
+                    self._requested_backlog = True
         if self._requested_backlog or self._runs_backlog:
             self._wake.set()
         return claims

@@ -1,26 +1,33 @@
-"""Stream positions, given after commit, and the publication that follows.
+"""Stream positions, and publication in their order.
 
 Why: PostgreSQL hands out serial numbers at insert, not at commit. If writers numbered their own events,
 a transaction could commit event 5 after another one committed 6, and a client resuming "after 6" would
 never see 5. Holding one lock from insert to commit closes that hole but runs every state-changing
-transaction of the whole system one at a time. So writers insert events without a position and commit
-concurrently; afterwards one pass at a time (a PostgreSQL advisory lock across processes, the write lock
-on SQLite) numbers the committed, unnumbered events in insert order, gap-free. Only committed events get
-positions, and every lower position was given by an earlier, committed pass: once a reader sees N, all
-of 1..N are readable. Passes coalesce under load (one pass numbers what many writers committed).
+transaction of the whole system one at a time. So on PostgreSQL writers insert events without a position
+and commit concurrently; afterwards one pass at a time (an advisory lock across processes) numbers the
+committed, unnumbered events in insert order, gap-free. Only committed events get positions, and every
+lower position was given by an earlier, committed pass: once a reader sees N, all of 1..N are readable.
+Passes coalesce under load (one pass numbers what many writers committed).
 
-A pass also loads each event's resource once (the snapshot every subscriber shares), releases the
-resources parked behind one that became ACTIVE (lifecycle.release_dependents), and publishes to the hub
-in order, including positions another process gave since this one last published.
+SQLite already runs writing transactions one at a time (the write lock is taken at BEGIN), so there the
+writer numbers its own events just before it commits: commit order is numbering order, with no extra
+transaction.
+
+Numbering also releases the resources parked behind one that became ACTIVE (lifecycle.release_dependents
+on SQLite, the same UPDATE inside the PostgreSQL function of migration 0004). The sequencer publishes to the hub strictly in position order, reading from the
+table any position it has not seen (given by another process, or by a writer that was cancelled after
+committing). Each event carries its resource: the writer's own row when there is one, else one query
+for the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from innominatus import lifecycle
 from innominatus.db.models import Event, Resource
@@ -28,56 +35,75 @@ from innominatus.events.types import StateEvent
 from innominatus.states import ResourceState
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from innominatus.events.hub import EventHub
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000  # events numbered per statement
+BATCH = 1000  # events numbered per statement, or read per query when catching up
 BACKLOG_LIMIT = 10_000  # beyond this many positions published elsewhere, subscribers catch up by replay
 RETRY_SECONDS = 1.0
 _LOCK_KEY = 0x1EE7_0002
 
 _events = Event.__table__
-_unnumbered = (
-    select(_events.c.id, func.row_number().over(order_by=_events.c.id).label("rn"))
-    .where(_events.c.sequence.is_(None))
-    .order_by(_events.c.id)
-    .limit(BATCH)
-    .subquery()
-)
-_NUMBER = (
-    update(_events)
-    .where(_events.c.id == _unnumbered.c.id)
-    .values(
-        sequence=select(func.coalesce(func.max(_events.c.sequence), 0)).scalar_subquery() + _unnumbered.c.rn
-    )
-    .returning(*_events.c)
-)
+# Migration 0004 defines the function (one round trip: lock, number, release parked resources).
+_NUMBER = text("SELECT * FROM innominatus_number_events(:batch)").columns(*_events.c)
+
+Written = Sequence[tuple[Event, Resource]]  # what a transaction wrote (lifecycle.WROTE_EVENTS)
+
+
+def _activated(rows: Iterable[Any], resources: dict[str, Resource]) -> list[tuple[str, str]]:
+    return [
+        (res.application_id, res.name)
+        for row in rows
+        if row.to_state == ResourceState.ACTIVE and (res := resources.get(row.resource_id)) is not None
+    ]
 
 
 class Sequencer:
-    def __init__(self, sessions: async_sessionmaker[Any], hub: EventHub, dialect: str) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, read_sessions: async_sessionmaker[Any], hub: EventHub) -> None:
+        self._engine = engine
+        self._read_sessions = read_sessions
         self.hub = hub
-        self._postgres = dialect == "postgresql"
+        self.in_transaction = engine.dialect.name != "postgresql"  # SQLite: writers number their own events
         self._requested = 0  # flush calls so far
         self._completed = 0  # every flush call up to this one is covered by a finished pass
         self._running: asyncio.Future[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._order = asyncio.Lock()  # publication, one batch at a time
+        self._rows: dict[int, Resource] = {}  # event id → the writer's resource row, until published
 
     async def high_water(self) -> int:
         """The highest position published in this process (read from the table the first time)."""
         if self.hub.published is None:
-            async with self._sessions() as session:
+            async with self._read_sessions() as session:
                 top = await session.scalar(select(func.max(Event.sequence)))
             if self.hub.published is None:
                 self.hub.published = int(top or 0)
         return self.hub.published
 
-    async def flush(self) -> None:
-        """Number and publish every event committed before this call; returns once that is done."""
+    # ----------------------------------------------------------------------------- in the writer
+
+    async def number(self, session: AsyncSession, written: Written) -> None:
+        """SQLite: number the transaction's events before it commits (it holds the write lock)."""
+        with session.no_autoflush:  # numbered before they are inserted: no UPDATE afterwards
+            top = await session.scalar(select(func.max(Event.sequence)))
+        for position, (event, _) in enumerate(written, start=int(top or 0) + 1):
+            event.sequence = position
+        await lifecycle.release_dependents(
+            session, _activated((e for e, _ in written), {r.id: r for _, r in written})
+        )
+
+    async def flush(self, written: Written) -> None:
+        """After a writing transaction committed: its events (and any before them) are numbered and
+        published when this returns."""
+        if self.in_transaction:
+            resources = {event.id: resource for event, resource in written}
+            await self._publish([event for event, _ in written], resources)
+            return
+        for event, resource in written:
+            self._rows[event.id] = resource
         self._requested += 1
         ticket = self._requested
         while self._completed < ticket:
@@ -88,6 +114,8 @@ class Sequencer:
             await asyncio.shield(running)
             if running.exception() is not None:
                 return  # logged, and retried shortly; the writer's own transaction has committed
+
+    # ----------------------------------------------------------------------- PostgreSQL: a pass
 
     async def _run(self) -> None:
         start = self._requested
@@ -104,12 +132,11 @@ class Sequencer:
 
     def _schedule_retry(self) -> None:
         if self._retry is None:
-            loop = asyncio.get_running_loop()
-            self._retry = loop.call_later(RETRY_SECONDS, self._retry_now)
+            self._retry = asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retry_now)
 
     def _retry_now(self) -> None:
         self._retry = None
-        task = asyncio.ensure_future(self.flush())
+        task = asyncio.ensure_future(self.flush(()))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def close(self) -> None:
@@ -119,55 +146,65 @@ class Sequencer:
 
     async def _pass(self) -> None:
         while True:
-            async with self._sessions() as session, session.begin():
-                if self._postgres:
-                    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-                numbered = sorted((await session.execute(_NUMBER)).all(), key=lambda r: r.sequence)
-                if numbered:
-                    base = numbered[0].sequence - 1
-                else:
-                    base = int(await session.scalar(select(func.max(Event.sequence))) or 0)
-                if self.hub.published is None:
-                    self.hub.published = base  # this process starts publishing after what existed
-                backlog = await self._backlog(session, base)
-                snapshots = await _snapshots(session, [*backlog, *numbered])
-                await lifecycle.release_dependents(
-                    session,
-                    [
-                        (res.application_id, res.name)
-                        for row in numbered
-                        if row.to_state == ResourceState.ACTIVE
-                        and (res := snapshots.get(row.resource_id)) is not None
-                    ],
+            async with self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                numbered = (await conn.execute(_NUMBER, {"batch": BATCH})).all()
+            resources = {row.id: self._rows.pop(row.id) for row in numbered if row.id in self._rows}
+            missing = {row.resource_id for row in numbered if row.id not in resources}
+            if missing:  # numbered here, written by another process
+                async with self._read_sessions() as session:
+                    found = {
+                        r.id: r
+                        for r in await session.scalars(select(Resource).where(Resource.id.in_(missing)))
+                    }
+                resources.update(
+                    {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
-            self.hub.publish(
-                StateEvent.from_row(row, snapshots.get(row.resource_id)) for row in [*backlog, *numbered]
-            )
+            await self._publish(numbered, resources)
             if len(numbered) < BATCH:
                 return
 
-    async def _backlog(self, session: AsyncSession, base: int) -> list[Any]:
-        """Positions up to `base` that another process gave and this one has not published yet."""
-        published = self.hub.published
-        assert published is not None
-        if base <= published:
-            return []
-        if base - published > BACKLOG_LIMIT:
-            # Too much to hand out live: every subscriber is ended and resumes by replay.
-            self.hub.overflow_all()
-            self.hub.published = base
-            return []
-        rows = await session.execute(
-            select(_events)
-            .where(_events.c.sequence > published, _events.c.sequence <= base)
-            .order_by(_events.c.sequence)
-        )
-        return list(rows.all())
+    # -------------------------------------------------------------------------------- publication
 
+    async def _publish(self, rows: Sequence[Any], resources: dict[int, Resource]) -> None:
+        """Hand `rows` (numbered, in order) to the hub after every position before them."""
+        if not rows:
+            return
+        async with self._order:
+            first = rows[0].sequence
+            if self.hub.published is None:
+                self.hub.published = first - 1  # this process starts publishing here
+            published = self.hub.published
+            if first > published + 1:
+                if first - 1 - published > BACKLOG_LIMIT:
+                    # Too much to hand out live: every subscriber is ended and resumes by replay.
+                    self.hub.overflow_all()
+                    self.hub.published = published = first - 1
+                else:
+                    await self._catch_up(published, first - 1)
+                    published = first - 1
+            fresh = [row for row in rows if row.sequence > published]
+            self.hub.publish(StateEvent.from_row(row, resources.get(row.id)) for row in fresh)
 
-async def _snapshots(session: AsyncSession, rows: list[Any]) -> dict[str, Resource]:
-    ids = {row.resource_id for row in rows}
-    if not ids:
-        return {}
-    found = await session.scalars(select(Resource).where(Resource.id.in_(ids)))
-    return {r.id: r for r in found}
+    async def _catch_up(self, after: int, upto: int) -> None:
+        """Publish positions (after, upto] from the table, in pages."""
+        while after < upto:
+            async with self._read_sessions() as session:
+                rows = (
+                    await session.scalars(
+                        select(Event)
+                        .where(Event.sequence > after, Event.sequence <= upto)
+                        .order_by(Event.sequence)
+                        .limit(BATCH)
+                    )
+                ).all()
+                ids = {row.resource_id for row in rows}
+                found = {r.id: r for r in await session.scalars(select(Resource).where(Resource.id.in_(ids)))}
+            if not rows:
+                log.error("events %d..%d are numbered but not readable; skipping them", after + 1, upto)
+                self.hub.overflow_all()
+                return
+            self.hub.publish(StateEvent.from_row(row, found.get(row.resource_id)) for row in rows)
+            for row in rows:
+                self._rows.pop(row.id, None)
+            after = rows[-1].sequence

@@ -19,6 +19,32 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# PostgreSQL: one call numbers the committed, unnumbered events and releases the resources parked behind
+# those that became ACTIVE (events.sequencer). Each statement in it takes a fresh snapshot once the lock
+# is held, so it sees every earlier numbering; called in autocommit, it costs one round trip.
+NUMBER_EVENTS = """
+CREATE OR REPLACE FUNCTION innominatus_number_events(batch integer) RETURNS SETOF events
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(518455298);  -- 0x1EE70002, the event-numbering lock
+  RETURN QUERY
+  WITH numbered AS (
+    UPDATE events AS e SET sequence = n.base + n.rn
+    FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn,
+                 (SELECT coalesce(max(sequence), 0) FROM events) AS base
+          FROM events WHERE sequence IS NULL ORDER BY id LIMIT batch) AS n
+    WHERE e.id = n.id
+    RETURNING e.*
+  ), released AS (
+    UPDATE resources AS r SET waiting_for = NULL
+    FROM numbered, resources AS a
+    WHERE numbered.to_state = 'ACTIVE' AND a.id = numbered.resource_id
+      AND r.application_id = a.application_id AND r.waiting_for = a.name
+    RETURNING r.id
+  )
+  SELECT * FROM numbered ORDER BY sequence;
+END $$;
+"""
 COLUMNS = "resource_id, application_name, team, from_state, to_state, reason, at"
 
 
@@ -79,9 +105,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'REQUESTED' AND waiting_for IS NULL"),
     )
     op.create_index("ix_resources_waiting", "resources", ["application_id", "waiting_for"])
+    if postgres:
+        op.execute(NUMBER_EVENTS)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS innominatus_number_events(integer)")
     op.drop_index("ix_resources_waiting", table_name="resources")
     op.drop_index("ix_resources_claimable", table_name="resources")
     with op.batch_alter_table("resources") as batch:
