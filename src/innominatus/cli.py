@@ -52,7 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
         settings.port,
         _safe_url(settings.database_url),
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, ws="websockets-sansio")
+    # The stock asyncio loop: every workflow step spawns bash, and uvloop's spawn measured slower here
+    # (bench: 3.8 ms against 2.2 ms per `bash -c true`), while HTTP and websockets measured the same.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        ws="websockets-sansio",
+        loop="asyncio",
+    )
     return EXIT_OK
 
 

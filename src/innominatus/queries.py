@@ -55,7 +55,9 @@ async def resources(
     state: str | None = None,
     type: str | None = None,
 ) -> list[models.Resource]:
-    query = _scoped(caller, select(models.Resource), models.Resource.team)
+    # Plain rows, not ORM objects: lists are read-only, and rows cost a fraction to build. They have the
+    # same attribute names, which is all readers use.
+    query = _scoped(caller, select(*models.Resource.__table__.c), models.Resource.team)
     if application is not None:
         query = query.where(models.Resource.application_name == application)
     if state is not None:
@@ -63,7 +65,8 @@ async def resources(
     if type is not None:
         query = query.where(models.Resource.type == type)
     async with store.session() as session:
-        return list(await session.scalars(query.order_by(models.Resource.created_at, models.Resource.name)))
+        rows = await session.execute(query.order_by(models.Resource.created_at, models.Resource.name))
+        return list(rows.all())  # type: ignore[arg-type]
 
 
 async def resource(store: Store, caller: Principal, resource_id: str) -> models.Resource:

@@ -3,6 +3,8 @@ after it commits, which publishes them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +29,9 @@ class Store:
         self._reader = read_engine(engine)
         self._read_sessions = sessionmaker(self._reader) if self._reader is not engine else self._sessions
         self.sequencer = Sequencer(engine, self._read_sessions, self.hub)
+        # SQLite lets one writer in at a time and makes the others sleep and retry (up to 100 ms a
+        # nap); queueing this process's writers here hands the lock over at once instead.
+        self._writers = asyncio.Lock() if self._reader is not engine else None
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -46,7 +51,7 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One transaction; the state events it wrote are numbered and published once it has committed."""
-        async with self._sessions() as session:
+        async with self._writers or contextlib.nullcontext(), self._sessions() as session:
             async with session.begin():
                 yield session
                 written = session.info.get(WROTE_EVENTS, ())

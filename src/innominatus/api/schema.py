@@ -12,6 +12,7 @@ from graphql import GraphQLError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
@@ -372,12 +373,19 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+# The limits' validation rules are built once: ValidationCache keys on the rule classes, and the limiter
+# extensions make new classes per instance, so per-request instances would never hit the cache.
+_LIMIT_RULES = [
+    *QueryDepthLimiter(max_depth=10).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+]
+
+
 def make_schema(*, introspection: bool = True) -> strawberry.Schema:
     extensions: list[Any] = [
         Guard,
         lambda: MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
-        lambda: QueryDepthLimiter(max_depth=10),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: AddValidationRules(_LIMIT_RULES),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),

@@ -39,7 +39,9 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine, foreign_keys=foreign_keys, read_only=False)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, **kwargs)
+    # Connections beyond pool_size are closed when handed back, and a new one costs a connect and
+    # its prepared statements: size the pool for the usual concurrency (requests + engine runs).
+    return create_async_engine(url, pool_size=30, max_overflow=10, pool_pre_ping=True, **kwargs)
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine:

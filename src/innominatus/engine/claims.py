@@ -78,6 +78,7 @@ class Claimer:
         self.worker_id = worker_id
         self.lease = lease
         self.parked: list[str] = []  # parked by claims whose recheck is due (PostgreSQL)
+        self.batch_full = False  # the last `requested` read as many rows as it could
         elements = _ELEMENTS["postgresql" if self.postgres else "sqlite"]
         self._blocker = literal_column(_BLOCKER.format(elements=elements)).label("blocker")
 
@@ -95,6 +96,7 @@ class Claimer:
             Resource,
         )
         rows = (await session.execute(query)).all()
+        self.batch_full = len(rows) == limit  # more may wait, even if this batch was all parked
         parked = [
             {"id": r.id, "app": r.application_id, "dep": blocker}
             for r, blocker in rows

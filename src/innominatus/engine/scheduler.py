@@ -164,7 +164,7 @@ class Engine:
             if self._requested_backlog:
                 self._requested_backlog = False
                 claims = await self.claimer.requested(session, self.catalog, limit)
-                if len(claims) == limit:
+                if self.claimer.batch_full:
                     self._requested_backlog = True  # there may be more waiting
             if self._runs_backlog and len(claims) < limit:
                 self._runs_backlog = False

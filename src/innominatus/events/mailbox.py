@@ -46,6 +46,10 @@ class Mailbox(Generic[F, T]):
             self._wake()
 
     async def get(self) -> T:
+        if self._items:
+            # Already waiting: let every other subscriber take its turn first, so one event reaches all
+            # subscribers before anyone's next one (fair fan-out instead of one subscriber draining).
+            await asyncio.sleep(0)
         while True:
             if self.error is not None:
                 raise self.error
