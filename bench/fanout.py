@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
         "baseline_mode": args.baseline_mode,
         "client": f"one process, {args.client_loop} loop, websockets asyncio client, one connection per "
         f"subscriber, connect concurrency {args.connect_concurrency}, RLIMIT_NOFILE {nofile[0]}",
-        "servers": "uvicorn, 1 worker, loop=auto (uvloop), http=auto (httptools), ws=websockets-sansio, "
+        "servers": "uvicorn, 1 worker, http=auto (httptools), ws=websockets-sansio; baseline loop=auto (uvloop), ours loop=asyncio (its choice); "
         "log-level info (access log to a file)",
         "target": f"ours spread_p99 <= {TARGET_RATIO} x baseline {args.baseline_mode} spread_p99; every "
         "subscriber gets every ACTIVE event, and all 3 x events messages, none carrying errors",

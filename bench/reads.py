@@ -9,7 +9,8 @@ Ours: a real `innominatus serve` on a fresh database gets one spec for `reads-ap
 and `Authorization: Bearer <admin token>`. Baseline: bench/baselines/stock_reads.py, a stock Strawberry
 app whose async resolver returns the same rows (fetched from our server once, passed in a JSON file)
 from memory; no caches, no extensions, no auth (the header is sent and ignored). Both run on uvicorn
-with one worker, loop=auto (uvloop), http=auto (httptools), log-level info (access log to a file).
+with one worker, http=auto (httptools), log-level info (access log to a file); the baseline on
+loop=auto (uvloop), ours on the asyncio loop that `innominatus serve` chooses.
 
 The same wrk command (Lua script: method, body, headers; every response is checked for `"errors"` and
 for the expected body length) loads each server; rounds alternate the order (ours first in even rounds,
@@ -270,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --timeout 10s -s <lua>",
         "order": f"warm-up {args.warmup}s each, then {args.rounds} rounds alternating (ours first in even "
         "rounds); both servers up, one loaded at a time",
-        "servers": "uvicorn, 1 worker, loop=auto (uvloop), http=auto (httptools), log-level info "
-        "(access log to a file)",
+        "servers": "uvicorn, 1 worker, http=auto (httptools), log-level info; baseline loop=auto (uvloop), ours loop=asyncio (its choice); "
+        "access log to a file",
         "target": f"ours req/s >= {TARGET_RATIO} x baseline req/s, no errors",
     }
     ok = False

@@ -41,7 +41,10 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
         return engine
     # Connections beyond pool_size are closed when handed back, and a new one costs a connect and
     # its prepared statements: size the pool for the usual concurrency (requests + engine runs).
-    return create_async_engine(url, pool_size=30, max_overflow=10, pool_pre_ping=True, **kwargs)
+    # No pre-ping: with asyncpg it is three round trips per checkout (begin, select, rollback), more than
+    # most transactions here cost. A connection the server dropped is invalidated on its first error;
+    # pool_recycle retires connections before typical idle timeouts.
+    return create_async_engine(url, pool_size=30, max_overflow=10, pool_recycle=1800, **kwargs)
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine:
