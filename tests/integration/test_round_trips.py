@@ -1,0 +1,51 @@
+"""What one resource costs the database, end to end (submit, claim, run, finish, numbering and
+publication of its three events): a bounded number of statements, the same on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+
+from innominatus import specs
+from innominatus.events import StateEvent
+from innominatus.providers import load_catalog
+from innominatus.store import Store
+from tests.conftest import ProviderFactory, workflow_yaml
+from tests.integration.helpers import running_engine, settle
+from tests.integration.test_query_counts import counting
+
+PER_RESOURCE = 24  # statements besides BEGIN/COMMIT (22 on PostgreSQL, 23 on SQLite; about 60 before)
+
+
+def spec(app: str) -> str:
+    return (
+        f"apiVersion: score.dev/v1b1\nmetadata:\n  name: {app}\ncontainers:\n  main:\n    image: nginx\n"
+        "resources:\n  db:\n    type: test-db\n"
+    )
+
+
+async def test_statements_per_resource_stay_low(store: Store, make_provider: ProviderFactory) -> None:
+    wf = workflow_yaml("provision-test", "- name: noop\n  type: policy\n  config:\n    script: 'true'\n")
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    seen: list[tuple[str, str]] = []
+    active = asyncio.Event()
+
+    def watch(event: StateEvent) -> None:  # in process, no queries of its own
+        seen.append((event.application_name, event.to_state))
+        if event.to_state in ("ACTIVE", "FAILED"):
+            active.set()
+
+    store.hub.add_listener(watch)
+    async with running_engine(store, catalog):
+        await specs.submit(store, catalog, spec("warm-up"))
+        await settle(store, "warm-up")
+        with counting(store) as statements:
+            for i in range(10):
+                active.clear()
+                await specs.submit(store, catalog, spec(f"counted-{i}"))
+                await asyncio.wait_for(active.wait(), 10)
+                assert [t for a, t in seen if a == f"counted-{i}"] == ["REQUESTED", "PROVISIONING", "ACTIVE"]
+    per_resource = len(statements) / 10
+    assert per_resource <= PER_RESOURCE, (
+        per_resource,
+        sorted({s.split(" WHERE ")[0][:60] for s in statements}),
+    )
