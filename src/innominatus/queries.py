@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus.auth import Principal
 from innominatus.db import models
@@ -99,10 +100,14 @@ async def workflow(store: Store, caller: Principal, execution_id: str) -> models
 
 async def steps(store: Store, execution_ids: list[str]) -> dict[str, list[models.WorkflowStep]]:
     """The steps of several executions at once (one query), in order."""
-    found: dict[str, list[models.WorkflowStep]] = {i: [] for i in execution_ids}
-    if not execution_ids:
-        return found
     async with store.session() as session:
+        return await steps_in(session, execution_ids)
+
+
+async def steps_in(session: AsyncSession, execution_ids: list[str]) -> dict[str, list[models.WorkflowStep]]:
+    """`steps` inside a given session (the engine's claim reads them in its own transaction)."""
+    found: dict[str, list[models.WorkflowStep]] = {i: [] for i in execution_ids}
+    if execution_ids:
         rows = await session.scalars(
             select(models.WorkflowStep)
             .where(models.WorkflowStep.execution_id.in_(execution_ids))

@@ -51,15 +51,17 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One transaction; the state events it wrote are numbered and published once it has committed."""
-        async with self._writers or contextlib.nullcontext(), self._sessions() as session:
-            async with session.begin():
-                yield session
-                written = session.info.get(WROTE_EVENTS, ())
-                if written and self.sequencer.in_transaction:
-                    await self.sequencer.number(session, written)
-            session.info.clear()
-        if written:
-            await self.sequencer.flush(written)
+        async with self._writers or contextlib.nullcontext():
+            async with self._sessions() as session:
+                async with session.begin():
+                    yield session
+                    written = session.info.get(WROTE_EVENTS, ())
+                    if written and self.sequencer.in_transaction:
+                        await self.sequencer.number(session, written)
+                session.info.clear()
+            if written:
+                # SQLite: still in the writers' queue, so events are published in commit order.
+                await self.sequencer.flush(written)
 
     async def close(self) -> None:
         self.sequencer.close()

@@ -315,10 +315,10 @@ class ResourceStateEvent:
     @classmethod
     def of(cls, event: StateEvent) -> ResourceStateEvent:
         """The event as every subscriber sees it, built once per event (not once per subscriber)."""
-        built = _built_events.get(event.sequence)
+        built = event.views.get("graphql")
         if built is None:
             assert event.resource is not None  # resources are never removed, only marked DELETED
-            built = cls(
+            built = event.views["graphql"] = cls(
                 sequence=event.sequence,
                 resource_id=strawberry.ID(event.resource_id),
                 application=event.application_name,
@@ -328,14 +328,7 @@ class ResourceStateEvent:
                 at=event.at,
                 resource=Resource.from_row(event.resource),
             )
-            _built_events[event.sequence] = built
-            if len(_built_events) > _BUILT_EVENTS:
-                del _built_events[next(iter(_built_events))]
         return built
-
-
-_BUILT_EVENTS = 4096  # recent events, shared by their subscribers; the oldest goes first
-_built_events: dict[int, ResourceStateEvent] = {}
 
 
 @strawberry.type

@@ -25,6 +25,7 @@ from innominatus.executions import new_execution
 from innominatus.operations import live_resources
 from innominatus.placeholders import find_references
 from innominatus.providers import Catalog, ResolveError, WorkflowRef
+from innominatus.queries import steps_in
 from innominatus.references import LiveResource, MissingOutput, resolve_params
 from innominatus.sealing import SecretBox, secret_values
 from innominatus.states import Operation, ResourceState, WorkflowStatus
@@ -201,7 +202,7 @@ class Claimer:
             WorkflowExecution,
         )
         rows = [(e, r) for e, r in (await session.execute(query)).all() if e.id not in running]
-        steps = await _steps(session, [e.id for e, _ in rows])
+        steps = await steps_in(session, [e.id for e, _ in rows])
         siblings: dict[str, dict[str, Resource]] = {}  # per application, once per pass
         claims: list[Claim] = []
         for execution, resource in rows:
@@ -354,18 +355,6 @@ class Claimer:
             secrets=known,
             team=resource.team,
         )
-
-
-async def _steps(session: AsyncSession, execution_ids: list[str]) -> dict[str, list[WorkflowStep]]:
-    found: dict[str, list[WorkflowStep]] = {}
-    if execution_ids:
-        for row in await session.scalars(
-            select(WorkflowStep)
-            .where(WorkflowStep.execution_id.in_(execution_ids))
-            .order_by(WorkflowStep.execution_id, WorkflowStep.position)
-        ):
-            found.setdefault(row.execution_id, []).append(row)
-    return found
 
 
 async def fail_unclaimed(

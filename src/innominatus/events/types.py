@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from innominatus.db.models import Event, Resource
@@ -24,6 +24,8 @@ class StateEvent:
     at: datetime
     # The resource row as it was when the event was published (loaded once, shared by every subscriber).
     resource: Resource | None = field(default=None, compare=False, repr=False)
+    # What a surface builds from the event, once for all its subscribers (e.g. the GraphQL object).
+    views: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_row(cls, row: Event, resource: Resource | None = None) -> StateEvent:
