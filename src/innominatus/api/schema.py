@@ -27,6 +27,7 @@ from innominatus import auth, operations, queries, specs
 from innominatus.api.context import Context
 from innominatus.api.errors import bad_input, forbidden, not_found
 from innominatus.api.guard import Guard, unauthenticated
+from innominatus.api.shared_results import SharedEventResults
 from innominatus.api.types import (
     ApiToken,
     Application,
@@ -392,7 +393,13 @@ def make_schema(*, introspection: bool = True) -> strawberry.Schema:
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=SharedEventResults,
+    )
 
 
 schema = make_schema()  # what `strawberry export-schema innominatus.api.schema:schema` prints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -311,6 +312,8 @@ class ResourceStateEvent:
     resource: Resource = strawberry.field(
         description="The resource as it was when the event was published (a replayed event: when replayed)."
     )
+    # Execution results by operation, shared by the subscribers that ask the same (api/shared_results.py).
+    results: strawberry.Private[dict[Any, Any]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, event: StateEvent) -> ResourceStateEvent:
