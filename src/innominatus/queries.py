@@ -65,9 +65,7 @@ async def resources(
         query = query.where(models.Resource.state == state)
     if type is not None:
         query = query.where(models.Resource.type == type)
-    async with store.session() as session:
-        rows = await session.execute(query.order_by(models.Resource.created_at, models.Resource.name))
-        return list(rows.all())  # type: ignore[arg-type]
+    return await store.rows(query.order_by(models.Resource.created_at, models.Resource.name))
 
 
 async def resource(store: Store, caller: Principal, resource_id: str) -> models.Resource:

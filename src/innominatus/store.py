@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from cryptography.fernet import Fernet
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -27,16 +28,19 @@ class Store:
         self.box = box or SecretBox(Fernet.generate_key())
         self._sessions = sessionmaker(engine)
         self._reader = read_engine(engine)
-        self._read_sessions = sessionmaker(self._reader) if self._reader is not engine else self._sessions
+        self._read_sessions = sessionmaker(self._reader)
         self.sequencer = Sequencer(engine, self._read_sessions, self.hub)
         # SQLite lets one writer in at a time and makes the others sleep and retry (up to 100 ms a
         # nap); queueing this process's writers here hands the lock over at once instead.
-        self._writers = asyncio.Lock() if self._reader is not engine else None
+        self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
         """Every engine this store talks through (SQLite has a separate one for reads)."""
-        return (self.engine,) if self._reader is self.engine else (self.engine, self._reader)
+        shared_pool = (
+            self._reader.sync_engine.pool is self.engine.sync_engine.pool
+        )  # PostgreSQL's autocommit view
+        return (self.engine,) if shared_pool else (self.engine, self._reader)
 
     @property
     def dialect(self) -> str:
@@ -47,6 +51,11 @@ class Store:
         """A session for reads (it never waits for writers); each concurrent resolver gets its own."""
         async with self._read_sessions() as session:
             yield session
+
+    async def rows(self, query: Any) -> list[Any]:
+        """A Core query's rows, read without the ORM's machinery (lists that are only read)."""
+        async with self._reader.connect() as conn:
+            return list((await conn.execute(query)).all())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -65,6 +74,6 @@ class Store:
 
     async def close(self) -> None:
         self.sequencer.close()
-        if self._reader is not self.engine:
+        if self._reader.sync_engine.pool is not self.engine.sync_engine.pool:
             await self._reader.dispose()
         await self.engine.dispose()

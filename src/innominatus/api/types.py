@@ -159,15 +159,14 @@ class Resource:
     type: str
     resource_class: str | None = strawberry.field(name="class")
     state: ResourceState
-    properties: JSON
     provider: str | None
-    stored_outputs: strawberry.Private[dict[str, Any]]
     error_message: str | None
     created_at: datetime
     updated_at: datetime
     workflow_execution_id: strawberry.Private[str | None]
     application_id: strawberry.Private[str]
-    depends_on_names: strawberry.Private[list[str]]
+    # The row itself: its JSON columns are decoded only when a query selects them.
+    row: strawberry.Private[Any]
 
     @classmethod
     def from_row(cls, row: models.Resource) -> Resource:
@@ -178,20 +177,26 @@ class Resource:
             type=row.type,
             resource_class=row.resource_class,
             state=ResourceStateEnum(row.state),
-            properties=row.properties,
             provider=row.provider,
-            stored_outputs=row.outputs,
             error_message=row.error_message,
             created_at=row.created_at,
             updated_at=row.updated_at,
             workflow_execution_id=row.workflow_execution_id,
             application_id=row.application_id,
-            depends_on_names=list(row.depends_on or []),
+            row=row,
         )
+
+    @strawberry.field
+    def properties(self) -> JSON:
+        return self.row.properties
+
+    @property
+    def depends_on_names(self) -> list[str]:
+        return list(self.row.depends_on or [])
 
     @strawberry.field(description="The workflow's outputs; secret ones are decrypted for the owning team.")
     def outputs(self, info: strawberry.Info[Context, None]) -> JSON:
-        return info.context.store.box.open(self.stored_outputs)
+        return info.context.store.box.open(self.row.outputs)
 
     async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
         rows = await info.context.loaders.app_resources.load(self.application_id)
@@ -201,7 +206,8 @@ class Resource:
         description="The resources this one's params reference (it waits for them to be ACTIVE)."
     )
     async def depends_on(self, info: strawberry.Info[Context, None]) -> list[Resource]:
-        return [Resource.from_row(r) for r in await self._siblings(info) if r.name in self.depends_on_names]
+        names = self.depends_on_names
+        return [Resource.from_row(r) for r in await self._siblings(info) if r.name in names]
 
     @strawberry.field(description="The resources whose params reference this one.")
     async def required_by(self, info: strawberry.Info[Context, None]) -> list[Resource]:

@@ -48,10 +48,12 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine:
-    """The engine for read-only sessions: on SQLite a second one whose transactions start deferred and
-    cannot write, so reads never queue for the write lock (WAL lets them run beside the writer)."""
+    """The engine for read-only sessions. PostgreSQL: the same pool in autocommit, so a read is one
+    round trip instead of three (no BEGIN and ROLLBACK around it). SQLite: a second engine whose
+    transactions start deferred and cannot write, so reads never queue for the write lock (WAL lets
+    them run beside the writer)."""
     if not is_sqlite(engine):
-        return engine
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
     reader = create_async_engine(engine.url, connect_args={"timeout": 30})
     _configure_sqlite(reader, foreign_keys=True, read_only=True)
     return reader
