@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = database.create_engine(settings.database_url)
         await database.upgrade(engine)
         store = Store(engine, box=box)
+        await store.sequencer.high_water()  # where this process's live stream starts, before any write
         authenticator = auth.Authenticator(store, dev=settings.dev)
         if settings.dev:
             log.warning(
