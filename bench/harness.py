@@ -277,6 +277,51 @@ def _report_log_problems(path: Path, show: int = 12) -> None:
 
 
 @contextlib.contextmanager
+def ready_process(
+    cmd: list[str],
+    *,
+    url: str,
+    cwd: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    new_session: bool = False,
+    ready_timeout: float = READY_TIMEOUT,
+    name: str = "server",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `cmd` (output to `log_path`), wait until `url`/ready answers 200; at the end SIGTERM, and
+    SIGKILL after STOP_TIMEOUT seconds."""
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode} before it was ready:\n{_tail(log_path)}"
+                )
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after {ready_timeout}s:\n{_tail(log_path)}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log(f"{name} at {url} ignored SIGTERM for {STOP_TIMEOUT}s; killing it")
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
 def server(
     database_url: str, providers_dir: Path, *, env: dict[str, str] | None = None
 ) -> Iterator[BenchServer]:
@@ -303,34 +348,11 @@ def server(
             "--providers-dir",
             str(providers_dir),
         ]
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-        srv = BenchServer(url=f"http://127.0.0.1:{port}", process=process, log=log_path)
+        url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"server exited with {process.returncode} before it was ready:\n{_tail(log_path)}"
-                    )
-                try:
-                    if httpx.get(f"{srv.url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not ready after {READY_TIMEOUT}s:\n{_tail(log_path)}")
-                time.sleep(0.05)
-            yield srv
+            with ready_process(cmd, url=url, cwd=workdir, log_path=log_path, env=full_env) as process:
+                yield BenchServer(url=url, process=process, log=log_path)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    log(f"server {srv.url} ignored SIGTERM for {STOP_TIMEOUT}s; killing it")
-                    process.kill()
-                    process.wait()
             _report_log_problems(log_path)
 
 

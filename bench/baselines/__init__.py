@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from harness import _free_port, ready_process
 
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -37,19 +33,6 @@ class BaselineServer:
         return self.graphql.replace("http://", "ws://", 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.contextmanager
 def baseline_server(script: str, *args: str) -> Iterator[BaselineServer]:
     """`python bench/baselines/<script> --port P ARGS` on a free loopback port, output to a log file (like
@@ -58,34 +41,17 @@ def baseline_server(script: str, *args: str) -> Iterator[BaselineServer]:
         port = _free_port()
         log_path = Path(tmp) / "baseline.log"
         cmd = [sys.executable, str(HERE / script), "--port", str(port), *args]
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(
-                cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        srv = BaselineServer(url=f"http://127.0.0.1:{port}", process=process, log=log_path)
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{script} exited with {process.returncode}:\n{_tail(log_path)}")
-                try:
-                    if httpx.get(f"{srv.url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{script} not ready after {READY_TIMEOUT}s:\n{_tail(log_path)}")
-                time.sleep(0.05)
-            yield srv
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+        url = f"http://127.0.0.1:{port}"
+        with ready_process(
+            cmd,
+            url=url,
+            cwd=Path(tmp),
+            log_path=log_path,
+            new_session=True,
+            ready_timeout=READY_TIMEOUT,
+            name=script,
+        ) as process:
+            yield BaselineServer(url=url, process=process, log=log_path)
 
 
 def cpu_seconds(pid: int) -> float:
