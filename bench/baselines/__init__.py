@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import _free_port, ready_process
+from harness import BenchServer, _free_port, ready_process
 
 HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 30.0
 
 
-@dataclass
-class BaselineServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def graphql(self) -> str:
-        return f"{self.url}/graphql"
-
-    @property
-    def websocket(self) -> str:
-        return self.graphql.replace("http://", "ws://", 1)
-
-
 @contextlib.contextmanager
-def baseline_server(script: str, *args: str) -> Iterator[BaselineServer]:
+def baseline_server(script: str, *args: str) -> Iterator[BenchServer]:
     """`python bench/baselines/<script> --port P ARGS` on a free loopback port, output to a log file (like
     `harness.server`, so uvicorn's access log costs both the same); SIGTERM at the end, SIGKILL after 10 s."""
     with tempfile.TemporaryDirectory(prefix="innominatus-bench-baseline-") as tmp:
@@ -51,7 +34,7 @@ def baseline_server(script: str, *args: str) -> Iterator[BaselineServer]:
             ready_timeout=READY_TIMEOUT,
             name=script,
         ) as process:
-            yield BaselineServer(url=url, process=process, log=log_path)
+            yield BenchServer(url=url, process=process, log=log_path)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from strawberry.dataloader import DataLoader
 
 from innominatus.db import models
+from innominatus.queries import steps_in
 from innominatus.store import Store
 
 K = TypeVar("K")
@@ -47,25 +48,22 @@ class Loaders:
     async def _executions(self, keys: Sequence[str]) -> list[models.WorkflowExecution | None]:
         return await self._by_id(models.WorkflowExecution, keys)
 
+    async def _children(self, keys: Sequence[str], parent: Any, *order: Any) -> list[list[Any]]:
+        """The rows whose `parent` column holds each key, in `order`, grouped by key."""
+        async with self.store.session() as session:
+            rows = await session.scalars(select(parent.class_).where(parent.in_(set(keys))).order_by(*order))
+            return _grouped(keys, rows, lambda row: getattr(row, parent.key))
+
     async def _app_resources(self, keys: Sequence[str]) -> list[list[models.Resource]]:
         """Every resource of each application (DELETED ones too), in creation order."""
         r = models.Resource
-        async with self.store.session() as session:
-            rows = await session.scalars(
-                select(r).where(r.application_id.in_(set(keys))).order_by(r.created_at, r.name)
-            )
-            return _grouped(keys, rows, lambda row: row.application_id)
+        return await self._children(keys, r.application_id, r.created_at, r.name)
 
     async def _steps(self, keys: Sequence[str]) -> list[list[models.WorkflowStep]]:
-        s = models.WorkflowStep
         async with self.store.session() as session:
-            rows = await session.scalars(
-                select(s).where(s.execution_id.in_(set(keys))).order_by(s.execution_id, s.position)
-            )
-            return _grouped(keys, rows, lambda row: row.execution_id)
+            found = await steps_in(session, list(keys))
+        return [found[k] for k in keys]
 
     async def _transitions(self, keys: Sequence[str]) -> list[list[models.ResourceTransition]]:
         t = models.ResourceTransition
-        async with self.store.session() as session:
-            rows = await session.scalars(select(t).where(t.resource_id.in_(set(keys))).order_by(t.id))
-            return _grouped(keys, rows, lambda row: row.resource_id)
+        return await self._children(keys, t.resource_id, t.id)

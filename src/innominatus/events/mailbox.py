@@ -15,18 +15,17 @@ class Overflow(Exception):
 
 
 class Mailbox(Generic[F, T]):
-    __slots__ = ("_items", "_limit", "_waiter", "error", "filter", "overflowed")
+    __slots__ = ("_items", "_limit", "_waiter", "filter", "overflowed")
 
     def __init__(self, flt: F, limit: int) -> None:
         self.filter = flt
         self._items: deque[T] = deque()
         self._limit = limit
         self._waiter: asyncio.Future[None] | None = None
-        self.error: BaseException | None = None
         self.overflowed = False
 
     def put(self, item: T) -> None:
-        if self.overflowed or self.error is not None:
+        if self.overflowed:
             return
         if len(self._items) >= self._limit:
             self.overflow()
@@ -35,15 +34,10 @@ class Mailbox(Generic[F, T]):
             self._wake()
 
     def overflow(self) -> None:
+        """Mark it full: once what is queued is handed out, `get` raises Overflow (also how a revoked
+        token ends a subscriber, see stream.py)."""
         self.overflowed = True
         self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        """End the subscriber at once with `error` (what is queued is dropped)."""
-        if self.error is None:
-            self.error = error
-            self._items.clear()
-            self._wake()
 
     async def get(self) -> T:
         if self._items:
@@ -51,8 +45,6 @@ class Mailbox(Generic[F, T]):
             # subscribers before anyone's next one (fair fan-out instead of one subscriber draining).
             await asyncio.sleep(0)
         while True:
-            if self.error is not None:
-                raise self.error
             if self._items:
                 return self._items.popleft()
             if self.overflowed:

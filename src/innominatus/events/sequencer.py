@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 
 from innominatus import lifecycle
 from innominatus.db.models import Event, Resource
-from innominatus.events.types import StateEvent
+from innominatus.events.stream import read_events, resources_of
+from innominatus.events.types import EventFilter, StateEvent
 from innominatus.states import ResourceState
 
 if TYPE_CHECKING:
@@ -44,21 +45,12 @@ log = logging.getLogger(__name__)
 BATCH = 1000  # events numbered per statement, or read per query when catching up
 BACKLOG_LIMIT = 10_000  # beyond this many positions published elsewhere, subscribers catch up by replay
 RETRY_SECONDS = 1.0
-_LOCK_KEY = 0x1EE7_0002
 
 _events = Event.__table__
 # Migration 0004 defines the function (one round trip: lock, number, release parked resources).
 _NUMBER = text("SELECT * FROM innominatus_number_events(:batch)").columns(*_events.c)
 
 Written = Sequence[tuple[Event, Resource]]  # what a transaction wrote (lifecycle.WROTE_EVENTS)
-
-
-def _activated(rows: Iterable[Any], resources: dict[str, Resource]) -> list[tuple[str, str]]:
-    return [
-        (res.application_id, res.name)
-        for row in rows
-        if row.to_state == ResourceState.ACTIVE and (res := resources.get(row.resource_id)) is not None
-    ]
 
 
 class Sequencer:
@@ -92,7 +84,7 @@ class Sequencer:
         for position, (event, _) in enumerate(written, start=int(top or 0) + 1):
             event.sequence = position
         await lifecycle.release_dependents(
-            session, _activated((e for e, _ in written), {r.id: r for _, r in written})
+            session, [(r.application_id, r.name) for e, r in written if e.to_state == ResourceState.ACTIVE]
         )
 
     async def flush(self, written: Written) -> None:
@@ -110,10 +102,11 @@ class Sequencer:
             if self._running is None:
                 self._running = asyncio.ensure_future(self._run())
             running = self._running
-            # Shielded: a cancelled writer must not cancel a pass that others wait for.
-            await asyncio.shield(running)
+            # wait(), not await: a cancelled writer must not cancel a pass that others wait for, and a
+            # failed pass (logged, retried shortly) is not the writer's error: its transaction committed.
+            await asyncio.wait([running])
             if running.exception() is not None:
-                return  # logged, and retried shortly; the writer's own transaction has committed
+                return
 
     # ----------------------------------------------------------------------- PostgreSQL: a pass
 
@@ -153,10 +146,7 @@ class Sequencer:
             missing = {row.resource_id for row in numbered if row.id not in resources}
             if missing:  # numbered here, written by another process
                 async with self._read_sessions() as session:
-                    found = {
-                        r.id: r
-                        for r in await session.scalars(select(Resource).where(Resource.id.in_(missing)))
-                    }
+                    found = await resources_of(session, missing)
                 resources.update(
                     {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
@@ -190,21 +180,12 @@ class Sequencer:
         """Publish positions (after, upto] from the table, in pages."""
         while after < upto:
             async with self._read_sessions() as session:
-                rows = (
-                    await session.scalars(
-                        select(Event)
-                        .where(Event.sequence > after, Event.sequence <= upto)
-                        .order_by(Event.sequence)
-                        .limit(BATCH)
-                    )
-                ).all()
-                ids = {row.resource_id for row in rows}
-                found = {r.id: r for r in await session.scalars(select(Resource).where(Resource.id.in_(ids)))}
-            if not rows:
+                events = await read_events(session, EventFilter(), after, upto=upto, limit=BATCH)
+            if not events:
                 log.error("events %d..%d are numbered but not readable; skipping them", after + 1, upto)
                 self.hub.overflow_all()
                 return
-            self.hub.publish(StateEvent.from_row(row, found.get(row.resource_id)) for row in rows)
-            for row in rows:
-                self._rows.pop(row.id, None)
-            after = rows[-1].sequence
+            self.hub.publish(events)
+            for event in events:
+                self._rows.pop(event.id, None)
+            after = events[-1].sequence

@@ -4,8 +4,9 @@ and only then joins the hub, without awaiting in between, so the two parts meet 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 
@@ -22,13 +23,24 @@ from innominatus.events.types import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from innominatus.store import Store
 
 REPLAY_BATCH = 500
+T = TypeVar("T")
 
 
-async def load_events(
-    store: Store, flt: EventFilter, after: int, *, upto: int | None = None, limit: int = REPLAY_BATCH
+async def resources_of(session: AsyncSession, ids: Iterable[str]) -> dict[str, Resource]:
+    """The resource rows events refer to, by id, in one query."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {r.id: r for r in await session.scalars(select(Resource).where(Resource.id.in_(wanted)))}
+
+
+async def read_events(
+    session: AsyncSession, flt: EventFilter, after: int, *, upto: int | None = None, limit: int = REPLAY_BATCH
 ) -> list[StateEvent]:
     """Stored events after `after` (and up to `upto`) matching `flt`, oldest first, with their resources."""
     query = select(Event).where(Event.sequence > after).order_by(Event.sequence).limit(limit)
@@ -40,15 +52,16 @@ async def load_events(
         query = query.where(Event.resource_id == flt.resource_id)
     if flt.team is not None:
         query = query.where(Event.team == flt.team)
-    async with store.session() as session:
-        rows = (await session.scalars(query)).all()
-        ids = {row.resource_id for row in rows}
-        resources = (
-            {r.id: r for r in await session.scalars(select(Resource).where(Resource.id.in_(ids)))}
-            if ids
-            else {}
-        )
+    rows = (await session.scalars(query)).all()
+    resources = await resources_of(session, (row.resource_id for row in rows))
     return [StateEvent.from_row(row, resources.get(row.resource_id)) for row in rows]
+
+
+async def load_events(
+    store: Store, flt: EventFilter, after: int, *, upto: int | None = None, limit: int = REPLAY_BATCH
+) -> list[StateEvent]:
+    async with store.session() as session:
+        return await read_events(session, flt, after, upto=upto, limit=limit)
 
 
 async def stream(
@@ -72,46 +85,54 @@ async def stream(
         if hub.published == upto:
             break  # caught up: join the live stream right now, with no await in between
     mailbox = hub.subscribe(flt)
-    end = mailbox.overflow  # anything that must end it wakes it the same way
-    if watch is not None:
-        watch.attach(end)
     try:
-        while True:
-            if watch is not None and watch.revoked:
-                raise Revoked
-            try:
-                event = await mailbox.get()
-            except Overflow:
-                if watch is not None and watch.revoked:
-                    raise Revoked from None
-                raise SubscriberTooSlow(cursor) from None
-            cursor = event.sequence
-            yield event
+        with _watched(mailbox, watch):
+            while True:
+                try:
+                    event = await _next(mailbox, watch)
+                except Overflow:
+                    raise SubscriberTooSlow(cursor) from None
+                cursor = event.sequence
+                yield event
     finally:
         hub.unsubscribe(mailbox)
-        if watch is not None:
-            watch.detach(end)
 
 
 async def steps(store: Store, flt: StepFilter, *, watch: Watch | None = None) -> AsyncIterator[StepEvent]:
     """Step events as they happen (no replay: the stored steps and logs are the history)."""
     hub = store.hub
     mailbox: Mailbox[StepFilter, StepEvent] = hub.subscribe_steps(flt)
-    end = mailbox.overflow
-    if watch is not None:
-        watch.attach(end)
     try:
-        while True:
-            try:
-                event = await mailbox.get()
-            except Overflow:
-                if watch is not None and watch.revoked:
-                    raise Revoked from None
-                raise SubscriberTooSlow(None) from None
-            if watch is not None and watch.revoked:
-                raise Revoked
-            yield event
+        with _watched(mailbox, watch):
+            while True:
+                try:
+                    yield await _next(mailbox, watch)
+                except Overflow:
+                    raise SubscriberTooSlow(None) from None
     finally:
         hub.unsubscribe_steps(mailbox)
-        if watch is not None:
-            watch.detach(end)
+
+
+@contextlib.contextmanager
+def _watched(mailbox: Mailbox[Any, Any], watch: Watch | None) -> Iterator[None]:
+    """While inside, a revoked token wakes the subscriber the way a full mailbox does."""
+    if watch is None:
+        yield
+        return
+    watch.attach(mailbox.overflow)
+    try:
+        yield
+    finally:
+        watch.detach(mailbox.overflow)
+
+
+async def _next(mailbox: Mailbox[Any, T], watch: Watch | None) -> T:
+    """The next event; Revoked once `watch` says so, Overflow when the subscriber fell behind."""
+    if watch is not None and watch.revoked:
+        raise Revoked
+    try:
+        return await mailbox.get()
+    except Overflow:
+        if watch is not None and watch.revoked:
+            raise Revoked from None
+        raise

@@ -22,6 +22,7 @@ class StateEvent:
     to_state: str
     reason: str | None
     at: datetime
+    id: int = field(default=0, compare=False, repr=False)  # the row's insert id
     # The resource row as it was when the event was published (loaded once, shared by every subscriber).
     resource: Resource | None = field(default=None, compare=False, repr=False)
     # What a surface builds from the event, once for all its subscribers (e.g. the GraphQL object).
@@ -39,6 +40,7 @@ class StateEvent:
             to_state=row.to_state,
             reason=row.reason,
             at=row.at,
+            id=row.id,
             resource=resource,
         )
 
