@@ -57,12 +57,12 @@ def counting(store: Store) -> Iterator[list[str]]:
             statements.append(statement)
 
     for engine in store.engines:
-        event.listen(engine.sync_engine, "before_cursor_execute", count)
+        event.listen(engine, "before_cursor_execute", count)
     try:
         yield statements
     finally:
         for engine in store.engines:
-            event.remove(engine.sync_engine, "before_cursor_execute", count)
+            event.remove(engine, "before_cursor_execute", count)
 
 
 async def deep_query(store: Store, catalog: Catalog, app: str) -> tuple[dict[str, Any], list[str]]:

@@ -26,8 +26,8 @@ from strawberry.scalars import JSON
 from innominatus import auth, operations, queries, specs
 from innominatus.api.context import Context
 from innominatus.api.errors import bad_input, forbidden, not_found
+from innominatus.api.execution import Execution, selects_only
 from innominatus.api.guard import Guard, unauthenticated
-from innominatus.api.shared_results import SharedEventResults
 from innominatus.api.types import (
     ApiToken,
     Application,
@@ -114,6 +114,7 @@ class Query:
             application=application,
             state=ResourceStateEnum(state).value if state is not None else None,
             type=type,
+            documents=not selects_only(info, Resource.COLUMN_FIELDS),
         )
         return [Resource.from_row(r) for r in rows]
 
@@ -398,7 +399,7 @@ def make_schema(*, introspection: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=SharedEventResults,
+        execution_context_class=Execution,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -168,6 +168,12 @@ class Resource:
     # The row itself: its JSON columns are decoded only when a query selects them.
     row: strawberry.Private[Any]
 
+    # The fields answered from the row's plain columns: a list selecting only these needs no JSON column.
+    COLUMN_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"__typename", "id", "application", "name", "type", "class", "state", "provider", "errorMessage"}
+        | {"createdAt", "updatedAt"}
+    )
+
     @classmethod
     def from_row(cls, row: models.Resource) -> Resource:
         return cls(
@@ -318,7 +324,7 @@ class ResourceStateEvent:
     resource: Resource = strawberry.field(
         description="The resource as it was when the event was published (a replayed event: when replayed)."
     )
-    # Execution results by operation, shared by the subscribers that ask the same (api/shared_results.py).
+    # Execution results by operation, shared by the subscribers that ask the same (api/execution.py).
     results: strawberry.Private[dict[Any, Any]] = dataclasses.field(default_factory=dict)
 
     @classmethod

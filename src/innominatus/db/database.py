@@ -7,9 +7,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, make_url, text
+from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -37,7 +39,7 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine, foreign_keys=foreign_keys, read_only=False)
+        _configure_sqlite(engine.sync_engine, foreign_keys=foreign_keys, read_only=False)
         return engine
     # Connections beyond pool_size are closed when handed back, and a new one costs a connect and
     # its prepared statements: size the pool for the usual concurrency (requests + engine runs).
@@ -55,25 +57,43 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine:
     if not is_sqlite(engine):
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     reader = create_async_engine(engine.url, connect_args={"timeout": 30})
-    _configure_sqlite(reader, foreign_keys=True, read_only=True)
+    _configure_sqlite(reader.sync_engine, foreign_keys=True, read_only=True)
     return reader
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool, read_only: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def inline_read_engine(engine: AsyncEngine) -> Engine | None:
+    """SQLite only (a file, not `:memory:`): one plain sqlite3 connection for lists read in the event
+    loop's own thread. SQLite runs in-process and WAL never makes a reader wait, so a list of a few
+    hundred rows costs less read inline than the five thread hand-offs aiosqlite makes for it.
+    The loop never interleaves two calls, so one connection serves all. It never waits for a lock (the
+    loop would stand still): a busy database raises at once, and the caller reads the ordinary way."""
+    if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
+        return None
+    url = engine.url.set(drivername="sqlite+pysqlite")
+    reader = create_sync_engine(
+        url, poolclass=StaticPool, connect_args={"timeout": 0, "check_same_thread": False}
+    )
+    _configure_sqlite(reader, foreign_keys=True, read_only=True, busy_timeout_ms=0)
+    return reader
+
+
+def _configure_sqlite(
+    engine: Engine, *, foreign_keys: bool, read_only: bool, busy_timeout_ms: int = 30000
+) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so the BEGIN below is what runs.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         fk = "ON" if foreign_keys else "OFF"
-        pragmas = [f"foreign_keys={fk}", "busy_timeout=30000"]
+        pragmas = [f"foreign_keys={fk}", f"busy_timeout={busy_timeout_ms}"]
         # WAL is a property of the file (the writer sets it); it lets readers run beside the writer.
         pragmas += ["query_only=ON"] if read_only else ["journal_mode=WAL", "synchronous=NORMAL"]
         for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # SQLAlchemy drops FOR UPDATE on SQLite; taking the write lock up front makes every
         # read-then-write transaction (claims, submissions) serialisable without it. Readers need no lock.

@@ -1,0 +1,130 @@
+"""How operations execute: graphql-core's executor with two shortcuts that change no answer.
+
+1. One execution per event for all the subscribers that ask the same thing. A published event reaches
+   every subscriber as one shared object (`ResourceStateEvent.of`). What a selection makes of it does
+   not depend on who asks: visibility decided which events a subscriber gets, not what an event
+   contains. So the first subscriber with a given operation and variables executes it, and the others
+   reuse that result (its data is only read: serialised per subscriber).
+2. Plain leaf fields in one pass. A selection of fields that only read an attribute and return a scalar
+   or an enum (`name`, `state`, ...: the bulk of every list) is what the executor spends most of a list
+   on, one resolver call, info object and completion per field. When every field of a selection set is
+   such a field, they are read and coerced directly; anything unusual (a null where none may be, a value
+   the type refuses, an exception) runs the whole selection set again the ordinary way, which produces
+   the ordinary answer and error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    GraphQLField,
+    GraphQLLeafType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    OperationType,
+    is_leaf_type,
+)
+from graphql.pyutils import Path, Undefined
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+_TYPENAME = "__typename"
+
+# A field's shortcut, if it has one: (resolver, leaf type, may be null). Keyed by the identity of the
+# schema's own field objects (kept in the entry, so an id is never reused while cached): at most one
+# entry per field of the schema.
+_Plain = tuple[Any, GraphQLLeafType, bool]
+_PLAIN: dict[int, tuple[GraphQLField, _Plain | None]] = {}
+
+
+def _plain(field: GraphQLField) -> _Plain | None:
+    found = _PLAIN.get(id(field))
+    if found is not None and found[0] is field:
+        return found[1]
+    plain: _Plain | None = None
+    # Strawberry marks the resolver of a field without a resolver function, permission or extension.
+    if getattr(field.resolve, "_is_default", False) and "strawberry-definition" in field.extensions:
+        nullable = not isinstance(field.type, GraphQLNonNull)
+        leaf = field.type if nullable else field.type.of_type
+        if is_leaf_type(leaf):
+            plain = (field.resolve, leaf, nullable)
+    _PLAIN[id(field)] = (field, plain)
+    return plain
+
+
+class _Ordinary(Exception):
+    """This selection set needs the ordinary executor."""
+
+
+class Execution(StrawberryGraphQLCoreExecutionContext):
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        results: dict[Any, tuple[Any, Any]] | None = getattr(self.root_value, "results", None)
+        if results is None or self.operation.operation != OperationType.SUBSCRIPTION:
+            return super().execute_operation(serially)
+        key = (id(self.operation), json.dumps(self.variable_values, sort_keys=True, default=str))
+        found = results.get(key)
+        if found is not None and found[0] is self.operation:  # the id is only unique while it lives
+            return _share(found[1])
+        outcome = super().execute_operation(serially)
+        if self.is_awaitable(outcome):
+            outcome = asyncio.ensure_future(outcome)
+        results[key] = (self.operation, outcome)
+        return _share(outcome)
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: Any,
+        position_context: Any,
+    ) -> Any:
+        if not (self.middleware_manager and self.middleware_manager.middlewares):
+            try:
+                return self._plain_fields(parent_type, source_value, grouped_field_set)
+            except _Ordinary:
+                pass
+        return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+
+    def _plain_fields(self, parent_type: GraphQLObjectType, source: Any, grouped: Any) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        fields = parent_type.fields
+        for response_name, details in grouped.items():
+            name = details[0].node.name.value
+            if name == _TYPENAME:
+                results[response_name] = parent_type.name
+                continue
+            field = fields.get(name)
+            plain = _plain(field) if field is not None else None
+            if plain is None:
+                raise _Ordinary
+            resolve, leaf, nullable = plain
+            try:
+                value = resolve(source, None)
+                coerced = None if value is None else leaf.coerce_output_value(value)
+            except Exception:
+                raise _Ordinary from None
+            if coerced is Undefined or (coerced is None and (value is not None or not nullable)):
+                raise _Ordinary
+            results[response_name] = coerced
+        return results
+
+
+def selects_only(info: Any, names: frozenset[str]) -> bool:
+    """Whether the field being resolved selects nothing but plain fields among `names` (no fragments),
+    so its resolver may skip what the others would read."""
+    for node in info._raw_info.field_nodes:
+        if node.selection_set is None:
+            continue
+        for selection in node.selection_set.selections:
+            if not isinstance(selection, FieldNode) or selection.name.value not in names:
+                return False
+    return True
+
+
+def _share(outcome: Any) -> Any:
+    # Shielded: one subscriber going away must not cancel the execution the others wait for.
+    return asyncio.shield(outcome) if isinstance(outcome, asyncio.Future) else outcome
