@@ -96,7 +96,7 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     if engine.dialect.name == "postgresql":
         async with engine.begin() as conn:
             await conn.exec_driver_sql(
-                "TRUNCATE events, resource_transitions, workflow_steps, workflow_executions, resources, "
+                "TRUNCATE events, workflow_steps, workflow_executions, resources, "
                 "application_revisions, applications RESTART IDENTITY CASCADE"
             )
     s = Store(engine, EventHub())

@@ -101,7 +101,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lease_seconds=settings.lease_seconds,
         )
         services = Services(
-            store=store, catalog=catalog, authenticator=authenticator, rate_limiter=RateLimiter(limit, per)
+            store=store,
+            catalog=catalog,
+            authenticator=authenticator,
+            rate_limiter=RateLimiter(limit, per),
+            engine=orchestrator,
         )
 
         async def reload_catalog() -> Catalog:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from innominatus.db.models import Event, Resource, ResourceTransition, new_id, utcnow
+from innominatus.db.models import Event, Resource, new_id, utcnow
 from innominatus.states import ResourceState as S
 
 ALLOWED: dict[S | None, frozenset[S]] = {
@@ -56,11 +56,6 @@ async def transition(
         resource.error_message = reason
     if to_state is S.REQUESTED:
         resource.waiting_for = None  # claims check its dependencies afresh
-    session.add(
-        ResourceTransition(
-            resource_id=resource.id, from_state=from_state, to_state=to_state, reason=reason, at=now
-        )
-    )
     event = Event(
         resource_id=resource.id,
         application_name=resource.application_name,

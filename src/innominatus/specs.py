@@ -1,10 +1,12 @@
 """Spec submission: a Score spec is checked whole, then diffed per resource against what is stored
 (new → create, changed → update, removed → delete, unchanged → nothing), all in one transaction.
-Nothing is stored unless every change can be made."""
+Nothing is stored unless every change can be made. When an engine is at hand, the new resources that
+wait for nothing are claimed in the same transaction (their runs start once it commits)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +34,9 @@ from innominatus.states import Operation
 from innominatus.states import ResourceState as S
 from innominatus.store import Store
 
+if TYPE_CHECKING:
+    from innominatus.engine import Engine
+
 _ATTEMPTS = 5
 
 
@@ -44,6 +49,7 @@ class SubmitResult:
     application: Application
     resources: list[Resource]
     changed: bool  # False when the spec equals the current revision: no new revision stored
+    created: list[Resource] = field(default_factory=list)  # of `resources`, those this submission made
 
 
 def validate(text: str | bytes, catalog: Catalog | None) -> ScoreSpec:
@@ -69,7 +75,12 @@ def validate(text: str | bytes, catalog: Catalog | None) -> ScoreSpec:
 
 
 async def submit(
-    store: Store, catalog: Catalog, text: str | bytes, *, caller: Principal | None = None
+    store: Store,
+    catalog: Catalog,
+    text: str | bytes,
+    *,
+    caller: Principal | None = None,
+    engine: Engine | None = None,
 ) -> SubmitResult:
     """Store a spec for `caller` (None: trusted in-process use, e.g. tests and benchmarks)."""
     spec = validate(text, catalog)
@@ -77,7 +88,10 @@ async def submit(
     for attempt in range(_ATTEMPTS):
         try:
             async with store.transaction() as session:
-                return await _apply(session, catalog, spec, spec_text, caller)
+                result = await _apply(session, catalog, spec, spec_text, caller)
+                if engine is not None:
+                    await engine.claim_created(session, result.created)
+            return result
         except IntegrityError:
             # A concurrent first submission of the same app won the insert; go again, now as an update.
             if attempt == _ATTEMPTS - 1:
@@ -143,8 +157,9 @@ async def _apply(
             await start_delete(session, catalog, current, reason="removed from spec")
 
     if first:  # everything it has was made just now: nothing to read back
-        return SubmitResult(app, sorted(created, key=lambda r: r.name), changed=True)
-    return SubmitResult(app, await application_resources(session, app.id), changed=new_revision)
+        return SubmitResult(app, sorted(created, key=lambda r: r.name), changed=True, created=created)
+    resources = await application_resources(session, app.id)
+    return SubmitResult(app, resources, changed=new_revision, created=created)
 
 
 def _differs(current: Resource, wanted: ScoreResource) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import collections
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,8 @@ from innominatus.db.database import inline_read_engine, read_engine, sessionmake
 from innominatus.events import EventHub, Sequencer
 from innominatus.lifecycle import WROTE_EVENTS
 from innominatus.sealing import SecretBox
+
+_ON_END = "innominatus.on_end"  # session.info: hooks of Store.on_end
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,15 +93,29 @@ class Store:
         """One transaction; the state events it wrote are numbered and published once it has committed."""
         async with self._writers or contextlib.nullcontext():
             async with self._sessions() as session:
-                async with session.begin():
-                    yield session
-                    written = session.info.get(WROTE_EVENTS, ())
-                    if written and self.sequencer.in_transaction:
-                        await self.sequencer.number(session, written)
-                session.info.clear()
+                committed = False
+                try:
+                    async with session.begin():
+                        yield session
+                        written = session.info.get(WROTE_EVENTS, ())
+                        if written and self.sequencer.in_transaction:
+                            await self.sequencer.number(session, written)
+                    committed = True
+                finally:
+                    if self.sequencer.in_transaction:
+                        self.sequencer.settle(committed)
+                    hooks = session.info.get(_ON_END, ())
+                    session.info.clear()
+                    for hook in hooks:
+                        hook(committed)
             if written:
                 # SQLite: still in the writers' queue, so events are published in commit order.
                 await self.sequencer.flush(written)
+
+    @staticmethod
+    def on_end(session: AsyncSession, hook: Callable[[bool], None]) -> None:
+        """Call `hook(committed)` when this transaction has ended, before its events are published."""
+        session.info.setdefault(_ON_END, []).append(hook)
 
     async def close(self) -> None:
         self.sequencer.close()

@@ -45,7 +45,8 @@ def test_rest_scoping_and_errors(server: Server) -> None:
     body = created.json()
     assert (body["name"], body["revision"]) == ("rest-app", 1)
     [resource] = body["resources"]
-    assert resource["state"] == "requested" and resource["resource_type"] == "postgres-mock"
+    # claimed by the submission itself (a free engine slot): already provisioning
+    assert resource["state"] == "provisioning" and resource["resource_type"] == "postgres-mock"
 
     taken = httpx.post(server.url + "/api/specs", content=SPEC, headers={**team_b, **yaml})
     assert taken.status_code == 403 and "belongs to another team" in taken.json()["error"]

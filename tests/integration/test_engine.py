@@ -271,3 +271,72 @@ async def test_engine_picks_up_work_stored_before_it_started(store: Store, catal
     async with running_engine(store, catalog):
         events = await settle(store, "demo-app-mock")
     assert events[-1].to_state == "ACTIVE"
+
+
+def two_resource_spec(app: str) -> str:
+    return (
+        f"apiVersion: score.dev/v1b1\nmetadata:\n  name: {app}\ncontainers:\n  main:\n    image: nginx\n"
+        "resources:\n  hub:\n    type: test-db\n"
+        "  user:\n    type: test-db\n    properties:\n      host: ${resources.hub.host}\n"
+    )
+
+
+async def test_a_submission_claims_its_ready_resources_in_its_own_transaction(
+    store: Store, make_provider: ProviderFactory
+) -> None:
+    wf = workflow_yaml(
+        "provision-test",
+        "- name: noop\n  type: policy\n  config:\n    script: 'echo host=h >> \"$INNOMINATUS_OUTPUT\"'\n",
+        outputs="  host: '{{ steps.noop.outputs.host }}'\n",
+    )
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    # No claim pass would run for an hour: only the submission itself can start `hub`.
+    async with running_engine(store, catalog, sweep_interval=3600) as engine:
+        engine._requested_backlog = False
+        result = await specs.submit(store, catalog, two_resource_spec("inline"), engine=engine)
+        states = {r.name: r.state for r in result.resources}
+        assert states == {"hub": "PROVISIONING", "user": "REQUESTED"}  # `user` waits for `hub`
+        events = await settle(store, "inline", count=2)
+    hub = [(e.from_state, e.to_state, e.sequence) for e in events if e.resource.name == "hub"]
+    assert [(f, t) for f, t, _ in hub] == [
+        (None, "REQUESTED"),
+        ("REQUESTED", "PROVISIONING"),
+        ("PROVISIONING", "ACTIVE"),
+    ]
+    # Numbered with the submission's own two REQUESTED events: one transaction wrote all three.
+    submission = sorted(e.sequence for e in events)[:3]
+    assert submission == list(range(submission[0], submission[0] + 3))
+    assert hub[1][2] in submission
+    assert {r.name: r.state for r in await resources(store, "inline")} == {"hub": "ACTIVE", "user": "ACTIVE"}
+
+
+async def test_a_submission_claims_no_more_than_the_free_slots(
+    store: Store, make_provider: ProviderFactory
+) -> None:
+    wf = workflow_yaml("provision-test", "- name: nap\n  type: policy\n  config:\n    script: 'sleep 0.5'\n")
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    async with running_engine(store, catalog, concurrency=1) as engine:
+        first = await specs.submit(store, catalog, spec_for("slot-a"), engine=engine)
+        second = await specs.submit(store, catalog, spec_for("slot-b"), engine=engine)
+        assert [r.state for r in first.resources] == ["PROVISIONING"]
+        assert [r.state for r in second.resources] == ["REQUESTED"]  # the one slot is taken
+        await settle(store, "slot-a")
+        await settle(store, "slot-b")
+    assert [r.state for r in await resources(store, "slot-b")] == ["ACTIVE"]
+
+
+async def test_claims_of_a_submission_that_did_not_commit_never_run(store: Store, catalog: Catalog) -> None:
+    """Concurrent first submissions of one application: all but one insert loses and is retried as an
+    update; whatever the losers claimed was never committed, so it runs nowhere."""
+    async with running_engine(store, catalog) as engine:
+        await asyncio.gather(*(specs.submit(store, catalog, MOCK_SPEC, engine=engine) for _ in range(8)))
+        await settle(store, "demo-app-mock")
+        for _ in range(100):
+            if not engine._running:
+                break
+            await asyncio.sleep(0.05)
+        assert engine._reserved == 0 and not engine._running
+    async with store.session() as session:
+        runs = await session.scalar(select(func.count()).select_from(models.WorkflowExecution))
+    assert runs == 1
+    assert [r.state for r in await resources(store, "demo-app-mock")] == ["ACTIVE"]

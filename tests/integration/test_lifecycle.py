@@ -1,5 +1,5 @@
 """The resource state machine against real databases (SQLite and PostgreSQL, via the `store` fixture):
-every allowed transition writes exactly one audit row and one event row; illegal ones write nothing."""
+every allowed transition writes exactly one event row (the audit trail); illegal ones write nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from innominatus import lifecycle
-from innominatus.db.models import Application, Event, Resource, ResourceTransition
+from innominatus.db.models import Application, Event, Resource
 from innominatus.events import StateEvent
 from innominatus.lifecycle import ALLOWED, IllegalTransition, can_transition
 from innominatus.states import ResourceState as S
@@ -86,17 +86,12 @@ async def move(store: Store, resource_id: str, to_state: S, reason: str | None =
     return stored
 
 
-async def counts(store: Store, resource_id: str) -> tuple[int, int]:
+async def count_events(store: Store, resource_id: str) -> int:
     async with store.session() as session:
-        audits = await session.scalar(
-            select(func.count())
-            .select_from(ResourceTransition)
-            .where(ResourceTransition.resource_id == resource_id)
-        )
         events = await session.scalar(
             select(func.count()).select_from(Event).where(Event.resource_id == resource_id)
         )
-    return int(audits or 0), int(events or 0)
+    return int(events or 0)
 
 
 async def state_of(store: Store, resource_id: str) -> str:
@@ -139,16 +134,15 @@ def test_only_requested_starts(state: S) -> None:
 # --- against the databases ----------------------------------------------------------------------------------
 
 
-async def test_create_writes_one_audit_and_one_event(store: Store) -> None:
+async def test_create_writes_one_event(store: Store) -> None:
     published: list[StateEvent] = []
     store.hub.add_listener(published.append)
     resource_id = await new_resource(store)
-    assert await counts(store, resource_id) == (1, 1)
+    assert await count_events(store, resource_id) == 1
     assert await state_of(store, resource_id) == "REQUESTED"
     async with store.session() as session:
-        audit = (await session.scalars(select(ResourceTransition))).one()
         event = (await session.scalars(select(Event))).one()
-    assert (audit.from_state, audit.to_state, audit.reason) == (None, "REQUESTED", "requested by spec")
+    assert (event.from_state, event.to_state, event.reason) == (None, "REQUESTED", "requested by spec")
     assert (event.from_state, event.to_state, event.team, event.application_name) == (
         None,
         "REQUESTED",
@@ -162,27 +156,24 @@ async def test_create_writes_one_audit_and_one_event(store: Store) -> None:
 
 
 async def test_every_allowed_transition(store: Store) -> None:
-    """Each edge of the machine, on its own resource: one audit row, one event row, sequence increasing."""
+    """Each edge of the machine, on its own resource: one event row (the audit trail), sequence increasing."""
     last = 0
     for index, (src, dst) in enumerate(EDGES):
         resource_id = await new_resource(store, name=f"r{index}")
         for step in path_to(src):
             await move(store, resource_id, step)
-        before = await counts(store, resource_id)
+        before = await count_events(store, resource_id)
         previous = await max_sequence(store)
         assert previous > last
         event = await move(store, resource_id, dst, reason=f"{src}->{dst}")
-        assert await counts(store, resource_id) == (before[0] + 1, before[1] + 1), (src, dst)
+        assert await count_events(store, resource_id) == before + 1, (src, dst)
         assert await state_of(store, resource_id) == dst.value
         assert event.sequence > previous, (src, dst)
         assert (event.from_state, event.to_state, event.reason) == (src.value, dst.value, f"{src}->{dst}")
         async with store.session() as session:
             audit = (
                 await session.scalars(
-                    select(ResourceTransition)
-                    .where(ResourceTransition.resource_id == resource_id)
-                    .order_by(ResourceTransition.id.desc())
-                    .limit(1)
+                    select(Event).where(Event.resource_id == resource_id).order_by(Event.id.desc()).limit(1)
                 )
             ).one()
         assert (audit.from_state, audit.to_state, audit.reason) == (src.value, dst.value, f"{src}->{dst}")
@@ -200,11 +191,7 @@ async def test_full_lifecycle_history_and_global_sequence(store: Store) -> None:
     async with store.session() as session:
         events = list(await session.scalars(select(Event).order_by(Event.sequence)))
         audits = list(
-            await session.scalars(
-                select(ResourceTransition)
-                .where(ResourceTransition.resource_id == first)
-                .order_by(ResourceTransition.id)
-            )
+            await session.scalars(select(Event).where(Event.resource_id == first).order_by(Event.id))
         )
     sequences = [e.sequence for e in events]
     assert sequences == sorted(set(sequences)) and len(sequences) == 2 * (len(route) + 1)
@@ -237,12 +224,12 @@ async def test_illegal_transition_writes_nothing(store: Store, src: S, dst: S) -
     resource_id = await new_resource(store)
     for step in path_to(src):
         await move(store, resource_id, step)
-    before = await counts(store, resource_id)
+    before = await count_events(store, resource_id)
     sequence = await max_sequence(store)
     with pytest.raises(IllegalTransition) as err:
         await move(store, resource_id, dst)
     assert f"{src} → {dst} is not allowed" in str(err.value) and resource_id in str(err.value)
-    assert await counts(store, resource_id) == before
+    assert await count_events(store, resource_id) == before
     assert await state_of(store, resource_id) == src.value
     assert await max_sequence(store) == sequence
 
@@ -257,7 +244,7 @@ async def test_illegal_transition_in_a_committed_transaction_writes_nothing(stor
         assert resource is not None
         with pytest.raises(IllegalTransition):
             await lifecycle.transition(session, resource, S.ACTIVE)
-    assert await counts(store, resource_id) == (1, 1)
+    assert await count_events(store, resource_id) == 1
     assert await state_of(store, resource_id) == "REQUESTED"
     assert published == []
 
@@ -273,7 +260,7 @@ async def test_rolled_back_transition_leaves_no_rows(store: Store) -> None:
             assert resource is not None
             await lifecycle.transition(session, resource, S.PROVISIONING)
             raise RuntimeError("later failure")
-    assert await counts(store, resource_id) == (1, 1)
+    assert await count_events(store, resource_id) == 1
     assert await state_of(store, resource_id) == "REQUESTED"
     assert published == []
 
@@ -285,4 +272,4 @@ async def test_creating_twice_is_illegal(store: Store) -> None:
         assert resource is not None
         with pytest.raises(IllegalTransition, match="REQUESTED → REQUESTED is not allowed"):
             await lifecycle.transition(session, resource, S.REQUESTED)
-    assert await counts(store, resource_id) == (1, 1)
+    assert await count_events(store, resource_id) == 1

@@ -48,9 +48,7 @@ async def wait_states(
 async def transitions(store: Store, resource_id: str) -> list[tuple[str | None, str]]:
     async with store.session() as session:
         rows = await session.scalars(
-            select(models.ResourceTransition)
-            .where(models.ResourceTransition.resource_id == resource_id)
-            .order_by(models.ResourceTransition.id)
+            select(models.Event).where(models.Event.resource_id == resource_id).order_by(models.Event.id)
         )
         return [(r.from_state, r.to_state) for r in rows]
 
@@ -319,9 +317,7 @@ async def test_delete_without_delete_workflow_marks_deleted(
     async with store.session() as session:
         last = (
             await session.scalars(
-                select(models.ResourceTransition)
-                .where(models.ResourceTransition.resource_id == db.id)
-                .order_by(models.ResourceTransition.id.desc())
+                select(models.Event).where(models.Event.resource_id == db.id).order_by(models.Event.id.desc())
             )
         ).first()
     assert (db.state, last.reason) == ("DELETED", "no delete workflow")

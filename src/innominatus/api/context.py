@@ -8,6 +8,7 @@ from typing import Any
 
 from innominatus.api.loaders import Loaders
 from innominatus.auth import Authenticator, Principal
+from innominatus.engine import Engine
 from innominatus.providers import Catalog
 from innominatus.ratelimit import RateLimiter
 from innominatus.store import Store
@@ -19,6 +20,8 @@ class Services:
     catalog: Catalog
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    # Claims a submission's new resources in its own transaction (None: they wait for a claim pass).
+    engine: Engine | None = None
     # Re-reads every provider source and swaps the catalog in; raises CatalogError and keeps the old one.
     reload_catalog: Callable[[], Awaitable[Catalog]] | None = None
 

@@ -64,6 +64,7 @@ class Loaders:
             found = await steps_in(session, list(keys))
         return [found[k] for k in keys]
 
-    async def _transitions(self, keys: Sequence[str]) -> list[list[models.ResourceTransition]]:
-        t = models.ResourceTransition
-        return await self._children(keys, t.resource_id, t.id)
+    async def _transitions(self, keys: Sequence[str]) -> list[list[models.Event]]:
+        """A resource's state changes are its events, in the order they were made."""
+        e = models.Event
+        return await self._children(keys, e.resource_id, e.id)

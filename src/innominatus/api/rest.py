@@ -115,7 +115,9 @@ async def submit_spec(request: Request, services: Services, caller: Principal) -
     if len(body) > MAX_SPEC_BYTES:
         return error(413, f"spec is larger than {MAX_SPEC_BYTES} bytes")
     try:
-        result = await specs.submit(services.store, services.catalog, body, caller=caller)
+        result = await specs.submit(
+            services.store, services.catalog, body, caller=caller, engine=services.engine
+        )
     except SpecError as exc:
         return error(400, str(exc), [{"path": p.path, "message": p.message} for p in exc.problems])
     except specs.Forbidden as exc:

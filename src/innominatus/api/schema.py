@@ -180,7 +180,11 @@ class Mutation:
     async def submit_spec(self, info: Info, spec: str) -> SubmitSpecPayload:
         try:
             result = await specs.submit(
-                info.context.store, info.context.catalog, spec, caller=info.context.caller
+                info.context.store,
+                info.context.catalog,
+                spec,
+                caller=info.context.caller,
+                engine=info.context.services.engine,
             )
         except SpecError as exc:
             raise bad_input(str(exc), exc.problems) from None

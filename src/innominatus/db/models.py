@@ -145,22 +145,11 @@ class Resource(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class ResourceTransition(Base):
-    """The audit trail: one row per state change, written in the transaction that makes it."""
-
-    __tablename__ = "resource_transitions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    resource_id: Mapped[str] = mapped_column(ForeignKey("resources.id", ondelete="CASCADE"), index=True)
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
 class Event(Base):
-    """Durable event log. `id` is the insert order; `sequence`, the global position subscribers resume
-    from, is given after commit by events.sequencer (NULL until then), so it follows commit order."""
+    """The log of state changes, one row each, written in the transaction that makes it: what
+    subscriptions stream and replay, and the audit trail (a resource's transitions). `id` is the insert
+    order; `sequence`, the global position subscribers resume from, is given after commit by
+    events.sequencer (NULL until then), so it follows commit order."""
 
     __tablename__ = "events"
     __table_args__ = (

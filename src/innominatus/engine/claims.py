@@ -57,6 +57,7 @@ _ELEMENTS = {
     "postgresql": "jsonb_array_elements_text(resources.depends_on) AS d(value)",
     "sqlite": "json_each(resources.depends_on) AS d",
 }
+_CLAIMABLE = "resources.state = 'REQUESTED' AND resources.waiting_for IS NULL"  # ix_resources_claimable
 # Park only if the dependency is still not ACTIVE in this statement's view (it may have become so since
 # the claim's select).
 _PARK = text(
@@ -70,6 +71,10 @@ _UNPARK = text(
     "WHERE dep.application_id = resources.application_id AND dep.name = resources.waiting_for "
     "AND dep.state = 'ACTIVE' AND dep.state != 'DELETED')"
 ).bindparams(bindparam("ids", expanding=True))
+
+
+# Whether a claim pass would find any REQUESTED resource (one indexed row read, outside any transaction).
+ANY_CLAIMABLE = select(Resource.id).where(text(_CLAIMABLE)).limit(1)
 
 
 class Claimer:
@@ -91,7 +96,7 @@ class Claimer:
     async def requested(self, session: AsyncSession, catalog: Catalog, limit: int) -> list[Claim]:
         query = self._locking(
             select(Resource, self._blocker)
-            .where(text("resources.state = 'REQUESTED' AND resources.waiting_for IS NULL"))
+            .where(text(_CLAIMABLE))
             .order_by(Resource.created_at)
             .limit(limit),
             Resource,
@@ -106,7 +111,11 @@ class Claimer:
         if parked:
             await session.execute(_PARK, parked)
             self.parked.extend(p["id"] for p in parked)
-        ready = [r for r, blocker in rows if blocker is None]
+        return await self.start(session, catalog, [r for r, blocker in rows if blocker is None])
+
+    async def start(self, session: AsyncSession, catalog: Catalog, ready: list[Resource]) -> list[Claim]:
+        """Start the create runs of REQUESTED resources whose dependencies are ACTIVE (rows this
+        transaction holds): PROVISIONING, with an execution whose first step is RUNNING."""
         metadata, siblings = await self._context(session, ready)
         claims: list[Claim] = []
         for resource in ready:

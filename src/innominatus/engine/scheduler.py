@@ -11,9 +11,10 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from innominatus.db.models import WorkflowExecution, utcnow
-from innominatus.engine.claims import Claim, Claimer
+from innominatus.db.models import Resource, WorkflowExecution, utcnow
+from innominatus.engine.claims import ANY_CLAIMABLE, Claim, Claimer
 from innominatus.engine.recorder import StepRecorder
 from innominatus.engine.run import run_claim
 from innominatus.events import StateEvent
@@ -53,6 +54,8 @@ class Engine:
         self._runs_backlog = True
         self._next_expiry: datetime | None = None  # earliest lease another engine holds
         self._running: dict[str, asyncio.Task[None]] = {}  # execution id → task
+        self._reserved = 0  # slots held by claims made in a submission not yet committed
+        self._reserved = 0  # slots held by claims made in a submission not yet committed
         self._by_resource: dict[str, tuple[str, str]] = {}  # resource id → (execution id, operation)
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -144,11 +147,44 @@ class Engine:
                     log.info("execution %s was cancelled or taken over; stopping it here", execution_id)
                     task.cancel()
 
+    # ------------------------------------------------------------------------- claims in a submission
+
+    async def claim_created(self, session: AsyncSession, created: list[Resource]) -> list[Claim]:
+        """Inside the transaction of a submission that created these resources: claim those that wait
+        for nothing, as many as there are free slots, so their runs start the moment it commits instead
+        of after a transaction of their own. If it does not commit, the claims never were."""
+        free = self.concurrency - len(self._running) - self._reserved
+        ready = [r for r in created if not r.depends_on][: max(free, 0)]
+        if not ready:
+            return []
+        self._reserved += len(ready)
+        claims: list[Claim] = []
+
+        def ended(committed: bool) -> None:
+            if committed:
+                # A turn later: the commit's numbering goes out to the database first, and runs
+                # while the step's process is spawned.
+                asyncio.get_running_loop().call_soon(self._adopt, len(ready), claims)
+            else:
+                self._reserved -= len(ready)
+
+        Store.on_end(session, ended)
+        claims += await self.claimer.start(session, self.catalog, ready)
+        return claims
+
+    def _adopt(self, reserved: int, claims: list[Claim]) -> None:
+        self._reserved -= reserved
+        self._start(claims)
+
+    # ---------------------------------------------------------------------------------- claim passes
+
     async def _claim_and_start(self) -> None:
-        free = self.concurrency - len(self._running)
+        free = self.concurrency - len(self._running) - self._reserved
         if free <= 0 or not (self._requested_backlog or self._runs_backlog):
             return  # a finishing run wakes the loop again while there is a backlog
-        claims = await self._claim(free)
+        self._start(await self._claim(free))
+
+    def _start(self, claims: list[Claim]) -> None:
         for claim in claims:
             earlier = self._running.get(self._by_resource.get(claim.resource_id, ("", ""))[0])
             task = asyncio.create_task(self._run(claim, earlier), name=f"workflow-{claim.execution_id}")
@@ -160,6 +196,13 @@ class Engine:
         """One transaction; backlog flags are cleared only for what this pass looked at in full."""
         running = set(self._running)
         claims: list[Claim] = []
+        if self._requested_backlog and not self._runs_backlog:
+            # Most wake-ups (an ACTIVE that released nobody, a submit another pass already took) find
+            # nothing: a one-row read says so without a transaction (nor SQLite's write lock).
+            self._requested_backlog = False
+            if not await self.store.rows(ANY_CLAIMABLE):
+                return claims
+            self._requested_backlog = True
         async with self.store.transaction() as session:
             if self._requested_backlog:
                 self._requested_backlog = False

@@ -65,6 +65,8 @@ class Sequencer:
         self._retry: asyncio.TimerHandle | None = None
         self._order = asyncio.Lock()  # publication, one batch at a time
         self._rows: dict[int, Resource] = {}  # event id → the writer's resource row, until published
+        self._top: int | None = None  # SQLite: the last position committed, when known
+        self._numbered: int | None = None  # SQLite: the last position of the writer now committing
 
     async def high_water(self) -> int:
         """The highest position published in this process (read from the table the first time)."""
@@ -78,14 +80,26 @@ class Sequencer:
     # ----------------------------------------------------------------------------- in the writer
 
     async def number(self, session: AsyncSession, written: Written) -> None:
-        """SQLite: number the transaction's events before it commits (it holds the write lock)."""
-        with session.no_autoflush:  # numbered before they are inserted: no UPDATE afterwards
-            top = await session.scalar(select(func.max(Event.sequence)))
-        for position, (event, _) in enumerate(written, start=int(top or 0) + 1):
+        """SQLite: number the transaction's events before it commits (it holds the write lock). The
+        embedded database serves one process, whose writers take turns: the last position committed
+        is known here, and read from the table only when it is not (at start, after a rollback)."""
+        top = self._top
+        if top is None:
+            with session.no_autoflush:  # numbered before they are inserted: no UPDATE afterwards
+                top = int(await session.scalar(select(func.max(Event.sequence))) or 0)
+        for position, (event, _) in enumerate(written, start=top + 1):
             event.sequence = position
+        self._top = None  # unknown until `settle` hears how the transaction ended
+        self._numbered = top + len(written)
         await lifecycle.release_dependents(
             session, [(r.application_id, r.name) for e, r in written if e.to_state == ResourceState.ACTIVE]
         )
+
+    def settle(self, committed: bool) -> None:
+        """SQLite: the writer's transaction ended; committed, its last position is the new top."""
+        if committed and self._numbered is not None:
+            self._top = self._numbered
+        self._numbered = None
 
     async def flush(self, written: Written) -> None:
         """After a writing transaction committed: its events (and any before them) are numbered and
