@@ -31,6 +31,7 @@ from innominatus.providers import Catalog, load_catalog
 from innominatus.ratelimit import RateLimiter, parse_rate
 from innominatus.sealing import SecretBox
 from innominatus.store import Store
+from innominatus.workflows.policy import pidfd_child_watcher
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.reload_catalog = reload_catalog
         app.state.services = services
         app.state.engine = orchestrator
-        await orchestrator.start()
-        try:
-            yield
-        finally:
-            await orchestrator.stop()
-            await authenticator.close()
-            await store.close()
+        with pidfd_child_watcher():
+            await orchestrator.start()
+            try:
+                yield
+            finally:
+                await orchestrator.stop()
+                await authenticator.close()
+                await store.close()
 
     graphql = GraphQLApp(
         make_schema(introspection=settings.introspection),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
-from innominatus.workflows.policy import LOG_LIMIT, StepResult, run_policy
+from innominatus.workflows.policy import LOG_LIMIT, StepResult, pidfd_child_watcher, run_policy
 
 
 def process_gone(pid: int) -> bool:
@@ -217,3 +218,16 @@ async def test_logs_are_capped_keeping_the_tail() -> None:
     assert result.logs.startswith("[... ")
     assert result.logs.endswith('{"last": true}\n')
     assert result.outputs == {"last": True}
+
+
+async def test_a_server_watches_its_step_processes_by_pidfd() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        before = asyncio.get_event_loop_policy().get_child_watcher()
+        with pidfd_child_watcher():
+            inside = asyncio.get_event_loop_policy().get_child_watcher()
+            results = await asyncio.gather(*(run_policy(f"echo step-{i}") for i in range(5)))
+        after = asyncio.get_event_loop_policy().get_child_watcher()
+    assert isinstance(inside, asyncio.PidfdChildWatcher)  # no thread per step
+    assert [r.logs for r in results] == [f"step-{i}\n" for i in range(5)]
+    assert after is before  # tests and tools that run steps outside a server keep the default
