@@ -26,8 +26,8 @@ DEV_TOKEN = "test"  # noqa: S105 - the documented token of `serve --dev`, never 
 CACHE_SECONDS = 1.0  # revocation and expiry hold in every process from at most this much later
 WATCH_SECONDS = 1.0  # how often the tokens of live subscriptions are checked (all of them, one query)
 log = logging.getLogger(__name__)
-_TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_TEAM = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # whole string: fullmatch
+_DURATION = re.compile(r"(\d+)([smhd])")
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,14 @@ def parse_expiry(text: str | None) -> timedelta | None:
     """`N[smhd]` (e.g. 30m, 7d) or None for a token that never expires."""
     if text is None:
         return None
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"expires: must look like 30s, 15m, 12h or 7d, got {text!r}")
     return timedelta(seconds=int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)])
 
 
 def check_team(team: str) -> str:
-    if not _TEAM.match(team):
+    if not _TEAM.fullmatch(team):
         raise ValueError(f"team: must be lowercase letters, digits, '-' and '_' (at most 63), got {team!r}")
     return team
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from innominatus.workflows.definition import DefinitionError
 
 GIT_TIMEOUT = 120
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def cache_root() -> Path:
@@ -82,7 +82,7 @@ def _resolve(mirror: Path, ref: str) -> str | None:
             commit = _git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=mirror)
         except (RuntimeError, subprocess.TimeoutExpired):
             continue
-        if _SHA.match(commit):
+        if _SHA.fullmatch(commit):
             return commit
     return None
 

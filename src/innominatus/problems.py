@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,5 +17,19 @@ class Problem:
 
 
 def format_path(parts: Iterable[str | int]) -> str:
-    """Join path parts with '.', escaping dots (and backslashes) inside keys like Score placeholders do."""
-    return ".".join(str(p).replace("\\", "\\\\").replace(".", "\\.") for p in parts)
+    """Join path parts with '.', escaping dots (and backslashes) inside keys like Score placeholders do;
+    control and line-separator characters show as escapes (`\\n`), never as themselves."""
+    return ".".join(_key(str(p)) for p in parts)
+
+
+def _key(part: str) -> str:
+    out = part.replace("\\", "\\\\").replace(".", "\\.")
+    if any(unicodedata.category(c) in _UNPRINTABLE for c in out):
+        out = "".join(
+            c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE else c
+            for c in out
+        )
+    return out
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})

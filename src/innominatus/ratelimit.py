@@ -6,11 +6,11 @@ import re
 import time
 from collections import deque
 
-_SPEC = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)$")
+_SPEC = re.compile(r"(\d+)/(\d+(?:\.\d+)?)")
 
 
 def parse_rate(text: str) -> tuple[int, float]:
-    match = _SPEC.match(text.strip())
+    match = _SPEC.fullmatch(text.strip())
     if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
         raise ValueError(f"INNOMINATUS_RATE_LIMIT: must be N/SECONDS like 600/60, got {text!r}")
     return int(match.group(1)), float(match.group(2))

@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources as importlib_resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from innominatus.placeholders import check_spec
 from innominatus.problems import Problem, format_path
@@ -105,7 +105,7 @@ def _type_name(value: Any) -> str:
 
 
 @cache
-def _validator() -> Draft202012Validator:
+def _validator() -> Any:
     source = importlib_resources.files("innominatus") / "schemas" / "score-v1b1.json"
     schema = copy.deepcopy(json.loads(source.read_text(encoding="utf-8")))
     defs = schema["$defs"]
@@ -119,7 +119,25 @@ def _validator() -> Draft202012Validator:
         "description": "innominatus extension: an alias of variables, merged into it.",
     }
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _ExactValidator(schema)
+
+
+def _exact_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _exact(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@cache
+def _exact(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are searched with Python's `re`, whose `$` also matches before a final
+    # newline: "shop\n" would pass `^[a-z0-9-]+$`. Anchored at the very end instead.
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+# The official schema, with `pattern` matching whole strings only.
+_ExactValidator = validators.extend(Draft202012Validator, {"pattern": _exact_pattern})
 
 
 def _key_problems(value: Any, path: tuple[Any, ...]) -> Iterator[Problem]:

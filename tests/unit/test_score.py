@@ -1,5 +1,8 @@
+import json
+
 import pytest
 
+from innominatus.problems import format_path
 from innominatus.score import MAX_SPEC_BYTES, Problem, ScoreResource, SpecError, parse_spec
 
 DEMO = """\
@@ -429,3 +432,25 @@ def test_billion_laughs_is_a_problem_not_a_hang() -> None:
 def test_timestamps_in_metadata_stay_strings() -> None:
     spec = parse_spec(HEAD + "  created: 2024-01-01\ncontainers:\n  main:\n    image: x\n")
     assert spec.metadata["created"] == "2024-01-01"
+
+
+@pytest.mark.parametrize("name", ["shop\n", "shop\r\n", "sh\top", "shop\u2028", "shop\x00", "\nshop"])
+def test_names_match_whole_strings_only(name: str) -> None:
+    document = {
+        "apiVersion": "score.dev/v1b1",
+        "metadata": {"name": name},
+        "containers": {"main": {"image": "nginx"}},
+        "resources": {name: {"type": "postgres"}},
+    }
+    with pytest.raises(SpecError) as refused:
+        parse_spec(json.dumps(document))
+    paths = {p.path for p in refused.value.problems}
+    assert "metadata.name" in paths
+    shown = format_path(["resources", name])
+    assert shown in paths
+    assert not any(c in shown for c in "\n\r\t\x00\u2028")  # escapes, never the characters
+
+
+def test_format_path_escapes_what_cannot_be_read() -> None:
+    assert format_path(["resources", "db\n", "a.b", "x\\y"]) == "resources.db\\n.a\\.b.x\\\\y"
+    assert format_path(["k\u2028", 3]) == "k\\u2028.3"

@@ -18,7 +18,7 @@ DEFAULT_STEP_TIMEOUT = 300.0
 DEFAULT_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 60.0
 MAX_RETRIES = 100
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 
 
 class DefinitionError(ValueError):
@@ -128,7 +128,7 @@ def parse_duration(value: Any, where: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value).strip())
+        match = _DURATION.fullmatch(str(value).strip())
         if not match:
             raise DefinitionError(f"{where}: must be seconds or a duration like '30s', '5m', got {value!r}")
         factor = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
