@@ -132,3 +132,17 @@ async def cancel_execution(session: AsyncSession, execution: WorkflowExecution, 
         .where(WorkflowStep.execution_id == execution.id, WorkflowStep.status == StepStatus.PENDING)
         .values(status=StepStatus.SKIPPED)
     )
+
+
+async def steps_in(session: AsyncSession, execution_ids: list[str]) -> dict[str, list[WorkflowStep]]:
+    """The steps of several executions (one query), in order, in the given session."""
+    found: dict[str, list[WorkflowStep]] = {i: [] for i in execution_ids}
+    if execution_ids:
+        rows = await session.scalars(
+            select(WorkflowStep)
+            .where(WorkflowStep.execution_id.in_(execution_ids))
+            .order_by(WorkflowStep.execution_id, WorkflowStep.position)
+        )
+        for row in rows:
+            found[row.execution_id].append(row)
+    return found

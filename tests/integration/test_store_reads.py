@@ -8,11 +8,17 @@ import threading
 
 import pytest
 
-from innominatus import queries
-from innominatus.auth import DEV_ADMIN
+from innominatus.auth import DEV_ADMIN, Authenticator
 from innominatus.db import database
+from innominatus.providers import Catalog
+from innominatus.ratelimit import RateLimiter
+from innominatus.service import Services, reads
 from innominatus.store import Store
 from tests.integration.test_events import make_resource
+
+
+def services(store: Store) -> Services:
+    return Services(store, Catalog([]), Authenticator(store), RateLimiter(10, 1))
 
 
 async def test_a_locked_sqlite_file_is_read_without_stalling_the_loop(db_url: str) -> None:
@@ -41,7 +47,7 @@ async def test_a_locked_sqlite_file_is_read_without_stalling_the_loop(db_url: st
     release = threading.Timer(0.5, lambda: (locker.execute("COMMIT"), locker.close()))
     release.start()
     try:
-        listed = await queries.resources(store, DEV_ADMIN, application="locked")
+        listed = await reads.resources(services(store), DEV_ADMIN, application="locked")
     finally:
         release.join()
         ticker.cancel()
@@ -52,6 +58,6 @@ async def test_a_locked_sqlite_file_is_read_without_stalling_the_loop(db_url: st
 
 async def test_lists_see_what_was_just_committed(store: Store) -> None:
     await make_resource(store, "one", "a")
-    assert [r.name for r in await queries.resources(store, DEV_ADMIN, application="one")] == ["a"]
+    assert [r.name for r in await reads.resources(services(store), DEV_ADMIN, application="one")] == ["a"]
     await make_resource(store, "two", "b")
-    assert [r.application_name for r in await queries.resources(store, DEV_ADMIN)] == ["one", "two"]
+    assert [r.application_name for r in await reads.resources(services(store), DEV_ADMIN)] == ["one", "two"]

@@ -29,9 +29,12 @@ def test_contract_names_are_present() -> None:
     for name in (
         "providers: [Provider!]!",
         "provider(name: String!): Provider!",
-        "resources(application: String = null, state: ResourceState = null, type: String = null): [Resource!]!",
+        "resources(application: String = null, state: ResourceState = null, type: String = null, "
+        "first: Int = null, after: ID = null): [Resource!]!",
+        "applications(first: Int = null, after: String = null): [Application!]!",
         "resource(id: ID!): Resource!",
-        "workflows(application: String = null, status: WorkflowStatus = null): [WorkflowExecution!]!",
+        "workflows(application: String = null, status: WorkflowStatus = null, first: Int = null, "
+        "after: ID = null): [WorkflowExecution!]!",
         "workflow(id: ID!): WorkflowExecution!",
         "submitSpec(spec: String!): SubmitSpecPayload!",
         "resourceStateChanged(application: String = null, resourceId: ID = null, afterSequence: Int = null)",

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from innominatus.api.loaders import Loaders
-from innominatus.auth import Authenticator, Principal
-from innominatus.engine import Engine
+from innominatus.auth import Principal
 from innominatus.providers import Catalog
-from innominatus.ratelimit import RateLimiter
+from innominatus.service import Services
 from innominatus.store import Store
 
-
-@dataclass
-class Services:
-    store: Store
-    catalog: Catalog
-    authenticator: Authenticator
-    rate_limiter: RateLimiter
-    # Claims a submission's new resources in its own transaction (None: they wait for a claim pass).
-    engine: Engine | None = None
-    # Re-reads every provider source and swaps the catalog in; raises CatalogError and keeps the old one.
-    reload_catalog: Callable[[], Awaitable[Catalog]] | None = None
+__all__ = ["Context", "Services"]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from strawberry.dataloader import DataLoader
 
 from innominatus.db import models
-from innominatus.queries import steps_in
+from innominatus.executions import steps_in
 from innominatus.store import Store
 
 K = TypeVar("K")

@@ -11,12 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from innominatus import queries, specs
-from innominatus.api.context import Services
 from innominatus.api.guard import UNAUTHENTICATED_MESSAGE
 from innominatus.auth import Principal, bearer
 from innominatus.db import models
-from innominatus.score import MAX_SPEC_BYTES, SpecError
+from innominatus.problems import Problem
+from innominatus.service import BadInput, ServiceError, Services, changes, reads
 
 WORKFLOW_STATUS = {
     "RUNNING": "running",
@@ -47,8 +46,10 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error(401, UNAUTHENTICATED_MESSAGE)
         try:
             return await handler(request, services, principal)
-        except queries.NotVisible as exc:
-            return error(404, str(exc))
+        except ServiceError as exc:
+            return error(
+                exc.status, exc.message, [{"path": p.path, "message": p.message} for p in exc.problems]
+            )
 
     return endpoint
 
@@ -93,6 +94,16 @@ def _workflow(row: models.WorkflowExecution, steps: list[models.WorkflowStep]) -
     }
 
 
+def _page(request: Request) -> dict[str, Any]:
+    """`?first=N&after=<id>`, as the GraphQL lists take them."""
+    first = request.query_params.get("first")
+    if first is not None and not first.strip().isdigit():
+        raise BadInput(
+            f"first: must be a whole number, got {first!r}", [Problem("first", "must be a whole number")]
+        )
+    return {"first": int(first) if first is not None else None, "after": request.query_params.get("after")}
+
+
 @authenticated
 async def list_providers(request: Request, services: Services, caller: Principal) -> Response:
     return JSONResponse(
@@ -104,7 +115,7 @@ async def list_providers(request: Request, services: Services, caller: Principal
                 "description": p.description,
                 "capabilities": p.capabilities,
             }
-            for p in services.catalog.providers.values()
+            for p in reads.providers(services, caller)
         ]
     )
 
@@ -112,16 +123,7 @@ async def list_providers(request: Request, services: Services, caller: Principal
 @authenticated
 async def submit_spec(request: Request, services: Services, caller: Principal) -> Response:
     body = await request.body()  # the body limit middleware already refused anything over 1 MiB
-    if len(body) > MAX_SPEC_BYTES:
-        return error(413, f"spec is larger than {MAX_SPEC_BYTES} bytes")
-    try:
-        result = await specs.submit(
-            services.store, services.catalog, body, caller=caller, engine=services.engine
-        )
-    except SpecError as exc:
-        return error(400, str(exc), [{"path": p.path, "message": p.message} for p in exc.problems])
-    except specs.Forbidden as exc:
-        return error(403, str(exc))
+    result = await changes.submit(services, caller, body)
     return JSONResponse(
         {
             "name": result.application.name,
@@ -135,31 +137,31 @@ async def submit_spec(request: Request, services: Services, caller: Principal) -
 
 @authenticated
 async def list_resources(request: Request, services: Services, caller: Principal) -> Response:
-    rows = await queries.resources(
-        services.store, caller, application=request.query_params.get("application")
+    rows = await reads.resources(
+        services, caller, application=request.query_params.get("application"), **_page(request)
     )
     return JSONResponse([_resource(r, services) for r in rows])
 
 
 @authenticated
 async def get_resource(request: Request, services: Services, caller: Principal) -> Response:
-    row = await queries.resource(services.store, caller, request.path_params["id"])
+    row = await reads.resource(services, caller, request.path_params["id"])
     return JSONResponse(_resource(row, services))
 
 
 @authenticated
 async def list_workflows(request: Request, services: Services, caller: Principal) -> Response:
-    rows = await queries.workflows(
-        services.store, caller, application=request.query_params.get("application")
+    rows = await reads.workflows(
+        services, caller, application=request.query_params.get("application"), **_page(request)
     )
-    steps = await queries.steps(services.store, [r.id for r in rows])
+    steps = await reads.steps(services, [r.id for r in rows])
     return JSONResponse([_workflow(r, steps[r.id]) for r in rows])
 
 
 @authenticated
 async def get_workflow(request: Request, services: Services, caller: Principal) -> Response:
-    row = await queries.workflow(services.store, caller, request.path_params["id"])
-    steps = await queries.steps(services.store, [row.id])
+    row = await reads.workflow(services, caller, request.path_params["id"])
+    steps = await reads.steps(services, [row.id])
     return JSONResponse(_workflow(row, steps[row.id]))
 
 

@@ -9,8 +9,6 @@ from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -23,9 +21,8 @@ from strawberry.extensions import (
 )
 from strawberry.scalars import JSON
 
-from innominatus import auth, operations, queries, specs
+from innominatus import auth
 from innominatus.api.context import Context
-from innominatus.api.errors import bad_input, forbidden, not_found
 from innominatus.api.execution import Execution, selects_only
 from innominatus.api.guard import Guard, unauthenticated
 from innominatus.api.types import (
@@ -43,11 +40,8 @@ from innominatus.api.types import (
     WorkflowStepState,
 )
 from innominatus.auth import TokenWatch
-from innominatus.db import models
 from innominatus.events import EventFilter, Revoked, StepFilter, SubscriberTooSlow, steps, stream
-from innominatus.problems import Problem
-from innominatus.providers import CatalogError
-from innominatus.score import SpecError
+from innominatus.service import ServiceError, admin, changes, reads
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 
@@ -55,114 +49,89 @@ Info = strawberry.Info[Context, None]
 T = TypeVar("T")
 
 
-def _require_admin(info: Info, action: str = "manage tokens") -> None:
-    if not info.context.caller.is_admin:
-        raise forbidden(f"only an admin token may {action}")
-
-
-async def _visible_resource(info: Info, session: AsyncSession, resource_id: str) -> models.Resource:
-    row = await session.get(models.Resource, resource_id)
-    if row is None or not info.context.caller.can_see(row.team):
-        raise not_found("resource", resource_id)  # another team's id looks exactly like an unknown one
-    return row
-
-
-def _visible(error: queries.NotVisible) -> GraphQLError:
-    return not_found(error.kind, error.key)
+PAGE = (
+    "At most `first` items (default 100, at most 1000), after the one whose id is `after` (pass the "
+    "last id of the previous page)."
+)
 
 
 @strawberry.type
 class Query:
     @strawberry.field
     def providers(self, info: Info) -> list[Provider]:
-        return [Provider.from_model(p) for p in info.context.catalog.providers.values()]
+        return [Provider.from_model(p) for p in reads.providers(info.context.services, info.context.caller)]
 
     @strawberry.field
     def provider(self, info: Info, name: str) -> Provider:
-        found = info.context.catalog.providers.get(name)
-        if found is None:
-            raise not_found("provider", name)
-        return Provider.from_model(found)
+        return Provider.from_model(reads.provider(info.context.services, info.context.caller, name))
 
-    @strawberry.field
-    async def applications(self, info: Info) -> list[Application]:
-        return [
-            Application.from_row(r)
-            for r in await queries.applications(info.context.store, info.context.caller)
-        ]
+    @strawberry.field(
+        description=PAGE.replace("whose id is", "whose name is").replace("last id", "last name")
+    )
+    async def applications(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> list[Application]:
+        rows = await reads.applications(info.context.services, info.context.caller, first=first, after=after)
+        return [Application.from_row(r) for r in rows]
 
     @strawberry.field
     async def application(self, info: Info, name: str) -> Application:
-        try:
-            return Application.from_row(
-                await queries.application(info.context.store, info.context.caller, name)
-            )
-        except queries.NotVisible as exc:
-            raise _visible(exc) from None
+        return Application.from_row(await reads.application(info.context.services, info.context.caller, name))
 
-    @strawberry.field
+    @strawberry.field(description=PAGE)
     async def resources(
         self,
         info: Info,
         application: str | None = None,
         state: ResourceState | None = None,
         type: str | None = None,
+        first: int | None = None,
+        after: strawberry.ID | None = None,
     ) -> list[Resource]:
-        rows = await queries.resources(
-            info.context.store,
+        rows = await reads.resources(
+            info.context.services,
             info.context.caller,
             application=application,
             state=ResourceStateEnum(state).value if state is not None else None,
             type=type,
             documents=not selects_only(info, Resource.COLUMN_FIELDS),
+            first=first,
+            after=str(after) if after is not None else None,
         )
         return [Resource.from_row(r) for r in rows]
 
     @strawberry.field
     async def resource(self, info: Info, id: strawberry.ID) -> Resource:
-        try:
-            return Resource.from_row(await queries.resource(info.context.store, info.context.caller, str(id)))
-        except queries.NotVisible as exc:
-            raise _visible(exc) from None
+        return Resource.from_row(await reads.resource(info.context.services, info.context.caller, str(id)))
 
-    @strawberry.field
+    @strawberry.field(description=PAGE)
     async def workflows(
-        self, info: Info, application: str | None = None, status: WorkflowStatus | None = None
+        self,
+        info: Info,
+        application: str | None = None,
+        status: WorkflowStatus | None = None,
+        first: int | None = None,
+        after: strawberry.ID | None = None,
     ) -> list[WorkflowExecution]:
-        rows = await queries.workflows(
-            info.context.store,
+        rows = await reads.workflows(
+            info.context.services,
             info.context.caller,
             application=application,
             status=str(status.value) if status is not None else None,
+            first=first,
+            after=str(after) if after is not None else None,
         )
         return [WorkflowExecution.from_row(r) for r in rows]
 
     @strawberry.field
     async def workflow(self, info: Info, id: strawberry.ID) -> WorkflowExecution:
-        try:
-            return WorkflowExecution.from_row(
-                await queries.workflow(info.context.store, info.context.caller, str(id))
-            )
-        except queries.NotVisible as exc:
-            raise _visible(exc) from None
+        return WorkflowExecution.from_row(
+            await reads.workflow(info.context.services, info.context.caller, str(id))
+        )
 
     @strawberry.field(description="API tokens (admin only); never the tokens themselves.")
     async def tokens(self, info: Info) -> list[ApiToken]:
-        _require_admin(info)
-        async with info.context.store.session() as session:
-            rows = await session.scalars(select(models.Token).order_by(models.Token.created_at))
-            return [ApiToken.from_row(r) for r in rows]
-
-
-async def _locked_resource(
-    info: Info, session: AsyncSession, resource_id: str
-) -> tuple[models.Application, models.Resource]:
-    resource = await _visible_resource(info, session, resource_id)
-    app = await session.get(models.Application, resource.application_id)
-    assert app is not None
-    await operations.lock_application(session, app.name)  # racing changes to one app queue up here
-    await session.refresh(resource, with_for_update=True)  # dropped on SQLite, whose write lock we hold
-    return app, resource
+        return [ApiToken.from_row(r) for r in await admin.tokens(info.context.services, info.context.caller)]
 
 
 @strawberry.type
@@ -178,18 +147,7 @@ class Mutation:
         description="Submit a Score spec (YAML). Unchanged specs store nothing and run nothing."
     )
     async def submit_spec(self, info: Info, spec: str) -> SubmitSpecPayload:
-        try:
-            result = await specs.submit(
-                info.context.store,
-                info.context.catalog,
-                spec,
-                caller=info.context.caller,
-                engine=info.context.services.engine,
-            )
-        except SpecError as exc:
-            raise bad_input(str(exc), exc.problems) from None
-        except specs.Forbidden as exc:
-            raise forbidden(str(exc)) from None
+        result = await changes.submit(info.context.services, info.context.caller, spec)
         return SubmitSpecPayload(
             application=Application.from_row(result.application),
             resources=[Resource.from_row(r) for r in result.resources],
@@ -200,60 +158,38 @@ class Mutation:
         description="Merge properties into an ACTIVE resource's current ones and run its update workflow."
     )
     async def update_resource(self, info: Info, id: strawberry.ID, properties: JSON) -> Resource:
-        if not isinstance(properties, dict):
-            raise bad_input("properties must be an object", [Problem("properties", "must be an object")])
-        try:
-            async with info.context.store.transaction() as session:
-                app, resource = await _locked_resource(info, session, str(id))
-                await operations.update_properties(session, info.context.catalog, app, resource, properties)
-                return Resource.from_row(resource)
-        except operations.OperationError as exc:
-            raise bad_input(str(exc), exc.problems) from None
+        return Resource.from_row(
+            await changes.update_resource(info.context.services, info.context.caller, str(id), properties)
+        )
 
     @strawberry.mutation(
         description="Delete every resource of an application (dependents first), then the application. "
         "Its resources and executions stay queryable as history."
     )
     async def delete_application(self, info: Info, name: str) -> Application:
-        async with info.context.store.transaction() as session:
-            app = await operations.lock_application(session, name)
-            if app is None or app.deleted_at is not None or not info.context.caller.can_see(app.team):
-                raise not_found("application", name)
-            await operations.delete_application(session, info.context.catalog, app)
-            return Application.from_row(app)
+        return Application.from_row(
+            await changes.delete_application(info.context.services, info.context.caller, name)
+        )
 
     @strawberry.mutation(
         description="Re-run a FAILED resource's last workflow from its first failed step; returns once the "
         "resource has left FAILED."
     )
     async def retry_resource(self, info: Info, id: strawberry.ID) -> Resource:
-        try:
-            async with info.context.store.transaction() as session:
-                _, resource = await _locked_resource(info, session, str(id))
-                await operations.retry(session, resource)
-                return Resource.from_row(resource)
-        except operations.OperationError as exc:
-            raise bad_input(str(exc), exc.problems) from None
+        return Resource.from_row(
+            await changes.retry_resource(info.context.services, info.context.caller, str(id))
+        )
 
     @strawberry.mutation(
         description="Re-read every provider source (admin only). A broken source leaves the previous catalog "
         "in place and says why; running workflows are not disturbed."
     )
     async def reload_providers(self, info: Info) -> ReloadProvidersPayload:
-        _require_admin(info, "reload providers")
-        services = info.context.services
-        assert services.reload_catalog is not None
-        try:
-            catalog = await services.reload_catalog()
-        except CatalogError as exc:
-            current = services.catalog
-            return ReloadProvidersPayload(
-                ok=False,
-                error=str(exc),
-                providers=[Provider.from_model(p) for p in current.providers.values()],
-            )
+        catalog, refused = await admin.reload_providers(info.context.services, info.context.caller)
         return ReloadProvidersPayload(
-            ok=True, error=None, providers=[Provider.from_model(p) for p in catalog.providers.values()]
+            ok=refused is None,
+            error=refused,
+            providers=[Provider.from_model(p) for p in catalog.providers.values()],
         )
 
     @strawberry.mutation(description="Create an API token (admin only). The token is shown only here, once.")
@@ -265,27 +201,16 @@ class Mutation:
         expires_in: str | None = None,
         description: str | None = None,
     ) -> CreatedToken:
-        _require_admin(info)
-        try:
-            expiry = auth.parse_expiry(expires_in)
-            async with info.context.store.transaction() as session:
-                row, text = await auth.create_token(
-                    session, team, role, expires_in=expiry, description=description
-                )
-        except ValueError as exc:
-            field = str(exc).split(":", 1)[0]
-            raise bad_input(str(exc), [Problem(field, str(exc).split(": ", 1)[-1])]) from None
+        row, text = await admin.create_token(
+            info.context.services, info.context.caller, team, role, expires_in, description
+        )
         return CreatedToken(token=text, info=ApiToken.from_row(row))
 
     @strawberry.mutation(description="Revoke an API token (admin only); it stops working at once.")
     async def revoke_token(self, info: Info, id: strawberry.ID) -> ApiToken:
-        _require_admin(info)
-        async with info.context.store.transaction() as session:
-            row = await session.get(models.Token, str(id))
-            if row is None:
-                raise not_found("token", str(id))
-            row.revoked_at = row.revoked_at or models.utcnow()
-            return ApiToken.from_row(row)
+        return ApiToken.from_row(
+            await admin.revoke_token(info.context.services, info.context.caller, str(id))
+        )
 
 
 def _ended(exc: Exception) -> GraphQLError:
@@ -328,10 +253,7 @@ class Subscription:
         if info.context.principal is None:
             raise unauthenticated()
         if resource_id is not None:
-            try:
-                await queries.resource(info.context.store, info.context.caller, str(resource_id))
-            except queries.NotVisible as exc:
-                raise _visible(exc) from None
+            await reads.resource(info.context.services, info.context.caller, str(resource_id))
         flt = EventFilter(
             application=application,
             resource_id=str(resource_id) if resource_id is not None else None,
@@ -351,10 +273,7 @@ class Subscription:
         if info.context.principal is None:
             raise unauthenticated()
         if workflow_id is not None:
-            try:
-                await queries.workflow(info.context.store, info.context.caller, str(workflow_id))
-            except queries.NotVisible as exc:
-                raise _visible(exc) from None
+            await reads.workflow(info.context.services, info.context.caller, str(workflow_id))
         flt = StepFilter(
             workflow_id=str(workflow_id) if workflow_id is not None else None,
             application=application,
@@ -374,9 +293,10 @@ class Subscription:
 
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """Our expected errors are GraphQLErrors with a code; anything else may carry internals (SQL, paths)."""
+    """Our expected errors are the service layer's and GraphQLErrors with a code; anything else may
+    carry internals (SQL, paths)."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, GraphQLError | ServiceError)
 
 
 # The limits' validation rules are built once: ValidationCache keys on the rule classes, and the limiter

@@ -21,11 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
 from innominatus.db.models import Application, Resource, WorkflowExecution, WorkflowStep, utcnow
-from innominatus.executions import new_execution
+from innominatus.executions import new_execution, steps_in
 from innominatus.operations import live_resources
 from innominatus.placeholders import find_references
 from innominatus.providers import Catalog, ResolveError, WorkflowRef
-from innominatus.queries import steps_in
 from innominatus.references import LiveResource, MissingOutput, resolve_params
 from innominatus.sealing import SecretBox, secret_values
 from innominatus.states import Operation, ResourceState, WorkflowStatus
