@@ -89,3 +89,77 @@ def test_a_team_name_with_a_trailing_newline_is_refused(server: Server) -> None:
     assert "team" in answer["errors"][0]["message"]
     tokens = graphql(server, "{ tokens { team } }")["data"]["tokens"]
     assert all(t["team"] != "shop\n" for t in tokens)
+
+
+# ------------------------------------------------------------------- the same limits on every surface
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("limited"), env={"INNOMINATUS_RATE_LIMIT": "3/60"}) as srv:
+        yield srv
+
+
+def test_rest_submissions_count_against_the_mutation_limit(limited: Server) -> None:
+    create = "mutation($t: String!) { createToken(team: $t) { token } }"
+    member = {
+        "Authorization": f"Bearer {graphql(limited, create, {'t': 'rest-limited'})['data']['createToken']['token']}"
+    }
+    statuses = [
+        httpx.post(
+            limited.url + "/api/specs", content=spec(f"limited-{i}"), headers={**member, **YAML}, timeout=30
+        )
+        for i in range(3)
+    ]
+    assert [s.status_code for s in statuses] == [201, 201, 201]
+    over = httpx.post(
+        limited.url + "/api/specs", content=spec("limited-3"), headers={**member, **YAML}, timeout=30
+    )
+    assert over.status_code == 429, over.text
+    assert over.json() == {
+        "error": "too many mutations for this token; slow down and try again shortly",
+        "problems": [],
+    }
+    # GraphQL and REST share the budget.
+    answer = httpx.post(
+        limited.graphql,
+        json={"query": SUBMIT, "variables": {"spec": spec("limited-4")}},
+        headers=member,
+        timeout=30,
+    ).json()
+    assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    names = [a["name"] for a in graphql(limited, "{ applications { name } }")["data"]["applications"]]
+    assert "limited-3" not in names and "limited-4" not in names
+
+
+# ----------------------------------------------------------------------------- lists are paginated
+
+
+def test_lists_are_paginated_over_graphql_and_rest(server: Server) -> None:
+    extra = "".join(f"  r{i}:\n    type: postgres-mock\n" for i in range(4))
+    ok = graphql(server, SUBMIT, {"spec": spec("paged-app") + extra})
+    assert ok.get("errors") is None, ok
+    query = 'query($f: Int, $a: ID) { resources(application: "paged-app", first: $f, after: $a) { id name } }'
+    first = graphql(server, query, {"f": 2})["data"]["resources"]
+    rest_of = graphql(server, query, {"f": 10, "a": first[-1]["id"]})["data"]["resources"]
+    assert len(first) == 2 and len(rest_of) == 3
+    assert {r["name"] for r in first + rest_of} == {"db", "r0", "r1", "r2", "r3"}
+    too_many = graphql(server, query, {"f": 1001})
+    assert too_many["errors"][0]["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "problems": [{"path": "first", "message": "must be between 1 and 1000, got 1001"}],
+    }
+    rest = httpx.get(server.url + "/api/resources?application=paged-app&first=2", headers=ADMIN, timeout=30)
+    assert [r["id"] for r in rest.json()] == [r["id"] for r in first]
+    after = httpx.get(
+        server.url + f"/api/resources?application=paged-app&after={first[-1]['id']}",
+        headers=ADMIN,
+        timeout=30,
+    )
+    assert [r["resource_name"] for r in after.json()] == [r["name"] for r in rest_of]
+    for bad in ("first=abc", "first=0", "after=nope"):
+        refused = httpx.get(server.url + f"/api/resources?{bad}", headers=ADMIN, timeout=30)
+        assert refused.status_code == 400, (bad, refused.text)
+        assert refused.json()["problems"][0]["path"] in ("first", "after")
+    # The seed's calls, without any of it, still list everything (up to 100).
+    assert len(httpx.get(server.url + "/api/resources", headers=ADMIN, timeout=30).json()) >= 5

@@ -1,0 +1,115 @@
+"""The service functions on their own, without any web layer: visibility, pages, limits, errors."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+
+from innominatus.auth import DEV_ADMIN, MEMBER, Authenticator, Principal
+from innominatus.db import models
+from innominatus.providers import Catalog
+from innominatus.ratelimit import RateLimiter
+from innominatus.service import BadInput, Forbidden, NotFound, RateLimited, Services, admin, changes, reads
+from innominatus.store import Store
+from tests.integration.test_events import make_resource
+
+SHOP = Principal(team="shop", role=MEMBER, token_id="t-shop")
+OTHER = Principal(team="other", role=MEMBER, token_id="t-other")
+
+
+def services(store: Store, catalog: Catalog | None = None, limit: int = 1000) -> Services:
+    return Services(store, catalog or Catalog([]), Authenticator(store), RateLimiter(limit, 60))
+
+
+async def _team_resources(store: Store, app: str, team: str, names: list[str]) -> list[str]:
+    ids = []
+    for name in names:
+        rid = await make_resource(store, f"{app}-{name}" if len(names) > 1 else app, name)
+        ids.append(rid)
+    async with store.transaction() as session:
+        await session.execute(update(models.Resource).where(models.Resource.id.in_(ids)).values(team=team))
+        await session.execute(
+            update(models.Application).where(models.Application.name.like(f"{app}%")).values(team=team)
+        )
+    return ids
+
+
+async def test_lists_come_in_pages_of_at_most_first(store: Store) -> None:
+    ids = await _team_resources(store, "paged", "shop", [f"r{i}" for i in range(5)])
+    svc = services(store)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await reads.resources(svc, SHOP, first=2, after=after)
+        assert len(page) <= 2
+        if not page:
+            break
+        seen += [r.id for r in page]
+        after = page[-1].id
+    assert seen == ids  # every one once, in creation order
+    assert [a.name for a in await reads.applications(svc, SHOP, first=3)] == [
+        "paged-r0",
+        "paged-r1",
+        "paged-r2",
+    ]
+    assert [a.name for a in await reads.applications(svc, SHOP, after="paged-r2")] == ["paged-r3", "paged-r4"]
+    assert len(await reads.resources(svc, SHOP)) == 5  # default page: 100
+
+
+@pytest.mark.parametrize("first", [0, -1, 1001])
+async def test_a_page_size_out_of_range_is_refused(store: Store, first: int) -> None:
+    with pytest.raises(BadInput) as refused:
+        await reads.resources(services(store), SHOP, first=first)
+    assert [p.path for p in refused.value.problems] == ["first"]
+    assert "between 1 and 1000" in refused.value.message
+
+
+async def test_a_cursor_of_another_team_is_refused_like_an_unknown_one(store: Store) -> None:
+    [theirs] = await _team_resources(store, "theirs", "other", ["db"])
+    svc = services(store)
+    for cursor in (theirs, "no-such-id"):
+        with pytest.raises(BadInput) as refused:
+            await reads.resources(svc, SHOP, after=cursor)
+        assert [p.path for p in refused.value.problems] == ["after"]
+    with pytest.raises(BadInput):
+        await reads.workflows(svc, SHOP, after="no-such-run")
+
+
+async def test_another_teams_rows_are_not_found(store: Store) -> None:
+    [theirs] = await _team_resources(store, "hidden", "other", ["db"])
+    svc = services(store)
+    assert await reads.resources(svc, SHOP) == []
+    with pytest.raises(NotFound, match=f"resource '{theirs}' not found"):
+        await reads.resource(svc, SHOP, theirs)
+    with pytest.raises(NotFound):
+        await changes.update_resource(svc, SHOP, theirs, {"x": 1})
+    with pytest.raises(NotFound):
+        await changes.delete_application(svc, SHOP, "hidden")
+    assert (await reads.resource(svc, OTHER, theirs)).id == theirs
+
+
+async def test_every_change_counts_against_the_callers_budget_refused_or_not(store: Store) -> None:
+    svc = services(store, limit=2)
+    with pytest.raises(BadInput):
+        await changes.submit(svc, SHOP, "not: [a spec")
+    with pytest.raises(NotFound):
+        await changes.retry_resource(svc, SHOP, "nope")
+    with pytest.raises(RateLimited):
+        await changes.submit(svc, SHOP, "anything")
+    with pytest.raises(NotFound):  # another token has its own budget
+        await changes.delete_application(svc, OTHER, "nope")
+
+
+async def test_admin_functions_refuse_members_and_bad_values(store: Store) -> None:
+    svc = services(store)
+    with pytest.raises(Forbidden, match="only an admin token may manage tokens"):
+        await admin.create_token(svc, SHOP, "shop")
+    with pytest.raises(Forbidden):
+        await admin.tokens(svc, SHOP)
+    with pytest.raises(BadInput) as refused:
+        await admin.create_token(svc, DEV_ADMIN, "shop\n")
+    assert [p.path for p in refused.value.problems] == ["team"]
+    assert await admin.tokens(svc, DEV_ADMIN) == []  # nothing stored
+    with pytest.raises(BadInput) as bad:
+        await changes.update_resource(svc, DEV_ADMIN, "x", ["not", "a", "mapping"])
+    assert [p.path for p in bad.value.problems] == ["properties"]
