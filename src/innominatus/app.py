@@ -22,6 +22,7 @@ from innominatus import auth
 from innominatus.api import rest
 from innominatus.api.context import Context, Services
 from innominatus.api.limits import BodySizeLimit
+from innominatus.api.loopback import LoopbackOnly
 from innominatus.api.schema import make_schema
 from innominatus.auth import bearer
 from innominatus.config import Settings
@@ -144,6 +145,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             *rest.routes,
         ],
-        middleware=[Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[
+            *([Middleware(LoopbackOnly)] if settings.dev else []),
+            Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES),
+        ],
         lifespan=lifespan,
     )

@@ -3,12 +3,15 @@ what they look like, and the other refusals. Every refusal names what is wrong a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
+import yaml
 
 from tests.e2e.server import ADMIN_TOKEN, Server, run_server
 
@@ -163,3 +166,80 @@ def test_lists_are_paginated_over_graphql_and_rest(server: Server) -> None:
         assert refused.json()["problems"][0]["path"] in ("first", "after")
     # The seed's calls, without any of it, still list everything (up to 100).
     assert len(httpx.get(server.url + "/api/resources", headers=ADMIN, timeout=30).json()) >= 5
+
+
+# ------------------------------------------------------------- dev mode and the browser attacks it invites
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("dev-hardening"), args=["--dev"]) as srv:
+        yield srv
+
+
+def test_dev_mode_answers_only_requests_addressed_to_loopback(dev: Server) -> None:
+    port = dev.url.rsplit(":", 1)[1]
+    for host in (
+        "127.0.0.1",
+        f"127.0.0.1:{port}",
+        "localhost",
+        f"LOCALHOST:{port}",
+        f"[::1]:{port}",
+        "[::1]",
+    ):
+        assert httpx.get(dev.url + "/health", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "0.0.0.0"):
+        refused = httpx.get(dev.url + "/api/resources", headers={"Host": host})
+        assert refused.status_code == 403, host
+        assert "addressed to 127.0.0.1, localhost or [::1]" in refused.json()["error"]
+    # DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 cannot submit.
+    rebound = httpx.post(
+        dev.url + "/api/specs", content=spec("rebound"), headers={"Host": f"evil.example:{port}", **YAML}
+    )
+    assert rebound.status_code == 403
+    assert "rebound" not in applications_of(dev)
+
+
+def test_dev_mode_refuses_a_cross_site_simple_post(dev: Server) -> None:
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ):
+        refused = httpx.post(
+            dev.url + "/api/specs", content=spec("simple-post"), headers={"Content-Type": content_type}
+        )
+        assert refused.status_code == 415, (content_type, refused.text)
+        assert "Content-Type must be one of" in refused.json()["error"]
+    assert "simple-post" not in applications_of(dev)
+    for content_type in ("application/yaml", "application/json; charset=utf-8"):
+        body = spec("simple-post") if "yaml" in content_type else _as_json(spec("simple-post"))
+        accepted = httpx.post(dev.url + "/api/specs", content=body, headers={"Content-Type": content_type})
+        assert accepted.status_code == 201, accepted.text
+
+
+async def test_dev_mode_refuses_websockets_opened_by_pages_elsewhere(dev: Server) -> None:
+    url = dev.websocket
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        async with websockets.connect(
+            url,
+            subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
+            origin=websockets.Origin("http://evil.example"),
+        ):
+            pass
+    async with websockets.connect(
+        url,
+        subprotocols=[websockets.Subprotocol("graphql-transport-ws")],
+        origin=websockets.Origin(dev.url),
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+
+def applications_of(server: Server) -> list[str]:
+    response = httpx.post(server.graphql, json={"query": "{ applications { name } }"}, timeout=30)
+    return [a["name"] for a in response.json()["data"]["applications"]]
+
+
+def _as_json(yaml_text: str) -> str:
+    return json.dumps(yaml.safe_load(yaml_text))

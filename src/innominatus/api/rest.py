@@ -31,6 +31,10 @@ STEP_STATUS = {
     "SKIPPED": "skipped",
 }
 
+SPEC_MEDIA_TYPES = frozenset(
+    {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "application/json"}
+)
+
 Handler = Callable[[Request, Services, Principal], Awaitable[Response]]
 
 
@@ -122,6 +126,13 @@ async def list_providers(request: Request, services: Services, caller: Principal
 
 @authenticated
 async def submit_spec(request: Request, services: Services, caller: Principal) -> Response:
+    # A YAML or JSON type, never one a cross-site form or "simple" request may send (text/plain, ...).
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in SPEC_MEDIA_TYPES:
+        return error(
+            415,
+            f"Content-Type must be one of {', '.join(sorted(SPEC_MEDIA_TYPES))}, not {media_type or 'none'!r}",
+        )
     body = await request.body()  # the body limit middleware already refused anything over 1 MiB
     result = await changes.submit(services, caller, body)
     return JSONResponse(
