@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from innominatus.app import create_app
+    from innominatus.app import MAX_BODY_BYTES, create_app
     from innominatus.providers import CatalogError
 
     settings = _settings(args)
@@ -60,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level,
         ws="websockets-sansio",
+        ws_max_size=MAX_BODY_BYTES,  # a websocket message obeys the HTTP body limit (else closed, 1009)
         loop="asyncio",
     )
     return EXIT_OK

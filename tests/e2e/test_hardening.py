@@ -243,3 +243,23 @@ def applications_of(server: Server) -> list[str]:
 
 def _as_json(yaml_text: str) -> str:
     return json.dumps(yaml.safe_load(yaml_text))
+
+
+async def test_a_websocket_message_over_one_mebibyte_closes_the_socket_and_stores_nothing(
+    server: Server,
+) -> None:
+    big = spec("ws-big") + "    properties:\n      pad: " + "x" * (1024 * 1024 + 10) + "\n"
+    async with websockets.connect(
+        server.websocket, subprotocols=[websockets.Subprotocol("graphql-transport-ws")], max_size=None
+    ) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {ADMIN_TOKEN}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        message = {"id": "1", "type": "subscribe", "payload": {"query": SUBMIT, "variables": {"spec": big}}}
+        await ws.send(json.dumps(message))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert "ws-big" not in applications(server)
+    assert httpx.get(server.url + "/health").status_code == 200
