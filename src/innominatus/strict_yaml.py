@@ -13,6 +13,9 @@ from yaml.resolver import Resolver
 from innominatus.problems import format_path
 
 MAX_NODES = 100_000  # counted after alias expansion, so `&a [*a, *a, ...]` chains cannot explode
+# Text counted after alias expansion: 10,000 references to one 50 kB string parse into shared objects,
+# but become 500 MB the moment anything serialises the document (storing it, answering with it).
+MAX_EXPANDED_BYTES = 1024 * 1024
 MAX_DEPTH = 100
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -151,12 +154,15 @@ class _Checker:
         self.loader = loader
         self.source = source
         self.count = 0
+        self.size = 0  # characters of scalars (keys included), every alias counted where it is used
 
     def check(self, node: Node, path: list[str | int], depth: int) -> None:
         self.count += 1
         if self.count > MAX_NODES:
             problem = f"document is too large: more than {MAX_NODES} nodes after alias expansion"
             raise self._error(node, problem)
+        if isinstance(node, ScalarNode):
+            self._grow(node)
         if depth >= MAX_DEPTH and isinstance(node, SequenceNode | MappingNode):
             # A recursive alias (`&a [*a]`) also ends up here.
             problem = f"nesting is deeper than {MAX_DEPTH} levels (or an alias refers to itself)"
@@ -171,6 +177,8 @@ class _Checker:
         seen: dict[Any, Node] = {}
         for key_node, value_node in node.value:
             self.count += 1
+            if isinstance(key_node, ScalarNode):
+                self._grow(key_node)
             if key_node.tag == _MERGE_TAG:
                 # `<<: *base` keys are overridden on purpose; only count what they bring in.
                 self.check(value_node, path, depth + 1)
@@ -187,6 +195,15 @@ class _Checker:
             if key is not None:
                 seen[key] = key_node
             self.check(value_node, child_path, depth + 1)
+
+    def _grow(self, node: ScalarNode) -> None:
+        self.size += len(node.value)
+        if self.size > MAX_EXPANDED_BYTES:
+            problem = (
+                f"document is too large: more than {MAX_EXPANDED_BYTES} characters once its aliases are "
+                "expanded (a YAML alias bomb?)"
+            )
+            raise self._error(node, problem)
 
     def _key(self, key_node: Node) -> Any:
         if not isinstance(key_node, ScalarNode):

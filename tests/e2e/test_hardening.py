@@ -4,6 +4,7 @@ what they look like, and the other refusals. Every refusal names what is wrong a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,35 @@ async def test_a_websocket_message_over_one_mebibyte_closes_the_socket_and_store
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     assert "ws-big" not in applications(server)
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+# --------------------------------------------------------------------------------- YAML alias bombs
+
+
+def _rss_kib(server: Server) -> int:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_an_alias_bomb_is_refused_cheaply(server: Server) -> None:
+    # Under 1 MiB as text; 500 MB once its 10,000 aliases of a 50,000-character string are expanded.
+    bomb = (
+        "apiVersion: score.dev/v1b1\nmetadata:\n  name: bomb\n  big: &a " + "x" * 50_000 + "\n"
+        "  list: [" + ", ".join(["*a"] * 10_000) + "]\ncontainers:\n  main:\n    image: nginx\n"
+    )
+    assert len(bomb.encode()) < 1024 * 1024
+    before = _rss_kib(server)
+    started = time.monotonic()
+    answer = graphql(server, SUBMIT, {"spec": bomb})
+    rest = httpx.post(server.url + "/api/specs", content=bomb, headers={**ADMIN, **YAML}, timeout=30)
+    elapsed = time.monotonic() - started
+    assert answer["data"] is None
+    [error] = answer["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "once its aliases are expanded" in error["extensions"]["problems"][0]["message"]
+    assert rest.status_code == 400 and "once its aliases are expanded" in rest.json()["error"]
+    assert elapsed < 2.0, f"took {elapsed:.2f}s"  # two requests, each well under a second
+    assert _rss_kib(server) - before < 16 * 1024, "the server's memory grew by more than 16 MiB"
+    assert "bomb" not in applications(server)

@@ -175,3 +175,15 @@ def test_error_without_position_has_no_line() -> None:
     error = YamlError("x.yaml", "something odd")
     assert str(error) == "x.yaml: something odd"
     assert error.line is None
+
+
+def test_text_is_counted_after_alias_expansion() -> None:
+    big = "x" * 50_000
+    fine = f"base: &a {big}\nuses: [{', '.join(['*a'] * 19)}]\n"  # 20 × 50 kB: under 1 MiB expanded
+    assert len(load_yaml(fine)["uses"]) == 19
+    bomb = f"base: &a {big}\nuses: [{', '.join(['*a'] * 21)}]\n"  # 22 × 50 kB: over
+    with pytest.raises(YamlError, match="once its aliases are expanded"):
+        load_yaml(bomb)
+    keys = "k: &k {" + ", ".join(f"{'y' * 1000}{i}: 1" for i in range(600)) + "}\nagain: [*k, *k]\n"
+    with pytest.raises(YamlError, match="once its aliases are expanded"):  # keys count too
+        load_yaml(keys)
