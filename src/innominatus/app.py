@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -40,11 +41,29 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
 
 
+_WATCH = "innominatus.token_watch"  # websocket scope: the connection's token watch and its end
+_CLOSING = "innominatus.closing"
+
+
 class GraphQLApp(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            watched = scope.get(_WATCH)
+            if watched is not None:
+                watch, end = watched
+                watch.detach(end)
+                scope["app"].state.services.authenticator.unwatch(watch)
+
     async def get_context(self, request: Request | WebSocket, response: object) -> Context:
         services: Services = request.app.state.services
         if isinstance(request, WebSocket):
-            return Context(services=services, websocket=True)  # authenticated in connection_init
+            # Authenticated in connection_init (on_ws_connect).
+            return Context(services=services, websocket=True, connection=request)
         token = bearer(request.headers.get("authorization"))
         return Context(
             services=services, token=token, principal=await services.authenticator.principal(token)
@@ -57,6 +76,24 @@ class GraphQLApp(GraphQL[Context, None]):
         if principal is None:
             raise ConnectionRejectionError  # closes the socket with 4403
         context.token, context.principal = token, principal
+        # A token revoked or expired while the socket is open closes it (4403): no further query,
+        # mutation or subscription runs on it, and live ones end with it.
+        watch = context.services.authenticator.watch(token)
+        connection = context.connection
+        if watch is None or connection is None:
+            return
+
+        def end() -> None:
+            closing = asyncio.ensure_future(_close(connection, 4403, "token revoked or expired"))
+            connection.scope[_CLOSING] = closing  # kept until done
+
+        connection.scope[_WATCH] = (watch, end)
+        watch.attach(end)
+
+
+async def _close(connection: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # already closed by the client, or mid-close
+        await connection.close(code, reason)
 
 
 async def health(_: Request) -> JSONResponse:

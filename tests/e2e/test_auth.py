@@ -405,3 +405,68 @@ def test_first_start_without_any_token_creates_one_and_prints_it_once(tmp_path: 
         assert CREATED not in second.output()
         assert token not in second.output()
         assert len(_admin_tokens(second, token)) == 1  # the first token still works; no second one
+
+
+async def _answer(ws: Any, operation: str) -> dict[str, Any]:
+    """The `next` or `error` message of `operation` (a bare `complete` would be no answer at all)."""
+    while True:
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if reply.get("id") != operation:
+            continue  # the `complete` of an earlier operation
+        assert reply["type"] in ("next", "error"), f"no answer, only {reply}"
+        return dict(reply)
+
+
+async def _socket_until_refused(server: Server, token: str, limit: float) -> tuple[float, str]:
+    """Open a socket with `token`, run queries on it until the server refuses; (seconds, how)."""
+    async with websockets.connect(server.websocket, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        await ws.send(json.dumps({"type": "connection_init", "payload": bearer(token)}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
+        started = time.monotonic()
+        index = 0
+        while time.monotonic() - started < limit:
+            index += 1
+            kind = ("query", "subscription", "mutation")[index % 3]
+            query = {
+                "query": WHOAMI,
+                "subscription": "subscription { resourceStateChanged { sequence } }",
+                "mutation": 'mutation { deleteApplication(name: "nope") { name } }',
+            }[kind]
+            try:
+                await ws.send(
+                    json.dumps({"id": str(index), "type": "subscribe", "payload": {"query": query}})
+                )
+                if kind == "subscription":
+                    await asyncio.sleep(0.3)
+                    await ws.send(json.dumps({"id": str(index), "type": "complete"}))
+                    continue
+                reply = await _answer(ws, str(index))
+            except websockets.exceptions.ConnectionClosed:
+                return time.monotonic() - started, f"closed {ws.close_code}"
+            if reply["type"] == "error" or reply["payload"].get("errors"):
+                errors = reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
+                codes = {e.get("extensions", {}).get("code") for e in errors}
+                if "UNAUTHENTICATED" in codes:
+                    return time.monotonic() - started, "UNAUTHENTICATED"
+                assert codes <= {"NOT_FOUND", "RATE_LIMITED"}, reply  # the mutation's own answer
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"still served {limit}s after the token went")
+
+
+async def test_a_token_revoked_while_its_socket_is_open_is_refused_there_within_5s(server: Server) -> None:
+    token, token_id = await create_token(server, "team-ws-open")
+    opened = asyncio.create_task(_socket_until_refused(server, token, limit=15))
+    await asyncio.sleep(1.5)  # it works meanwhile
+    assert not opened.done()
+    await revoke(server, token_id)
+    revoked_at = time.monotonic()
+    _, how = await opened
+    assert time.monotonic() - revoked_at < 5
+    assert how in ("closed 4403", "closed 4401", "UNAUTHENTICATED"), how
+
+
+async def test_a_token_that_expires_while_its_socket_is_open_is_refused_there(server: Server) -> None:
+    token, _ = await create_token(server, "team-ws-expiring", expires="3s")
+    took, how = await _socket_until_refused(server, token, limit=10)
+    assert 1.5 < took < 3 + 5, took
+    assert how in ("closed 4403", "closed 4401", "UNAUTHENTICATED"), how

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.websockets import WebSocket
+
 from innominatus.api.loaders import Loaders
 from innominatus.auth import Principal
 from innominatus.providers import Catalog
@@ -21,6 +23,7 @@ class Context:
     principal: Principal | None = None
     connection_params: dict[str, Any] = field(default_factory=dict)  # websocket connection_init payload
     websocket: bool = False  # one context for the whole connection: its loaders keep nothing
+    connection: WebSocket | None = None  # the websocket itself, to close it when its token goes
     _loaders: Loaders | None = None
 
     @property
