@@ -3,6 +3,7 @@ what they look like, and the other refusals. Every refusal names what is wrong a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -296,3 +297,49 @@ def test_an_alias_bomb_is_refused_cheaply(server: Server) -> None:
     assert elapsed < 2.0, f"took {elapsed:.2f}s"  # two requests, each well under a second
     assert _rss_kib(server) - before < 16 * 1024, "the server's memory grew by more than 16 MiB"
     assert "bomb" not in applications(server)
+
+
+# ------------------------------------------------------------------------------ query cost is bounded
+
+
+def _hub_spec(app: str, users: int) -> str:
+    text = spec(app, resource="hub")
+    for i in range(users):
+        text += f"  u{i}:\n    type: postgres-mock\n    properties:\n      host: ${{resources.hub.host}}\n"
+    return text
+
+
+async def test_nested_lists_that_multiply_are_refused_before_running(server: Server) -> None:
+    assert graphql(server, SUBMIT, {"spec": _hub_spec("hub-app", 20)}).get("errors") is None
+    nine = (
+        '{ resources(application: "hub-app") { requiredBy { dependsOn { requiredBy { dependsOn { '
+        "requiredBy { dependsOn { requiredBy { dependsOn { name } } } } } } } } } }"
+    )
+
+    async def health_while(query: str) -> tuple[dict[str, Any], float]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = client.post(server.graphql, json={"query": query}, headers=ADMIN)
+            worst = 0.0
+            pending = asyncio.ensure_future(answer)
+            while not pending.done():
+                started = time.monotonic()
+                assert (await client.get(server.url + "/health")).status_code == 200
+                worst = max(worst, time.monotonic() - started)
+                await asyncio.sleep(0.02)
+            return (await pending).json(), worst
+
+    answer, worst = await health_while(nine)
+    assert answer["data"] is None
+    [error] = answer["errors"]
+    assert error["extensions"]["code"] == "QUERY_TOO_EXPENSIVE"
+    assert "select fewer nested lists or pass a smaller `first`" in error["message"]
+    assert worst < 1.0, f"/health took {worst:.2f}s meanwhile"
+    # What the estimate lets through answers in full, and quickly.
+    two = '{ resources(application: "hub-app") { name requiredBy { name dependsOn { name } } } }'
+    started = time.monotonic()
+    rows = graphql(server, two)["data"]["resources"]
+    assert time.monotonic() - started < 2
+    hub = next(r for r in rows if r["name"] == "hub")
+    assert len(hub["requiredBy"]) == 20 and all(
+        u["dependsOn"] == [{"name": "hub"}] for u in hub["requiredBy"]
+    )

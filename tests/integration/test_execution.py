@@ -186,3 +186,28 @@ async def test_values_the_types_refuse_get_the_ordinary_errors() -> None:
     assert "Cannot return null for non-nullable field Item.name" in broken.errors[0].message
     wrong_enum = await TOY.execute("{ items { label color } }")
     assert wrong_enum.errors is not None and wrong_enum.errors[0].path == ["items", 1, "color"]
+
+
+@strawberry.type
+class ManyQuery:
+    @strawberry.field
+    def numbers(self, count: int) -> list[int]:
+        return list(range(count))
+
+    @strawberry.field
+    def items(self, count: int) -> list[Item]:
+        return [Item(name=str(i), label=None, color=Color.RED) for i in range(count)]
+
+
+MANY = strawberry.Schema(query=ManyQuery, execution_context_class=Execution)
+
+
+async def test_a_query_stops_once_it_has_made_too_many_objects() -> None:
+    fine = await MANY.execute("{ numbers(count: 150000) }")
+    assert fine.errors is None and fine.data is not None and len(fine.data["numbers"]) == 150_000
+    over = await MANY.execute("{ a: numbers(count: 150000) b: items(count: 60000) { name } }")
+    assert over.errors is not None
+    [error] = over.errors
+    assert error.extensions == {"code": "QUERY_TOO_EXPENSIVE"}
+    assert "made more than 200,000 objects" in error.message
+    assert error.path == ["b"]

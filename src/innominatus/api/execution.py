@@ -1,4 +1,5 @@
-"""How operations execute: graphql-core's executor with two shortcuts that change no answer.
+"""How operations execute: graphql-core's executor with two shortcuts that change no answer, and the
+running half of the cost limit (api/cost.py).
 
 1. One execution per event for all the subscribers that ask the same thing. A published event reaches
    every subscriber as one shared object (`ResourceStateEvent.of`). What a selection makes of it does
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sized
 from typing import Any
 
 from graphql import (
     FieldNode,
+    GraphQLError,
     GraphQLField,
     GraphQLLeafType,
     GraphQLNonNull,
@@ -30,6 +33,8 @@ from graphql import (
 )
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from innominatus.api.cost import MAX_OBJECTS
 
 _TYPENAME = "__typename"
 
@@ -73,6 +78,29 @@ class Execution(StrawberryGraphQLCoreExecutionContext):
             outcome = asyncio.ensure_future(outcome)
         results[key] = (self.operation, outcome)
         return _share(outcome)
+
+    def complete_list_value(
+        self,
+        return_type: Any,
+        field_details_list: Any,
+        info: Any,
+        path: Any,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        # The running half of the cost limit (api/cost.py): lists far longer than estimated stop the
+        # query once it has made MAX_OBJECTS items.
+        if isinstance(result, Sized):
+            self._made = getattr(self, "_made", 0) + len(result)
+            if self._made > MAX_OBJECTS:
+                raise GraphQLError(
+                    f"query made more than {MAX_OBJECTS:,} objects; select fewer nested lists or pass "
+                    "a smaller `first`",
+                    extensions={"code": "QUERY_TOO_EXPENSIVE"},
+                )
+        return super().complete_list_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
 
     def execute_fields(
         self,

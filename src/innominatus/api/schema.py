@@ -23,6 +23,7 @@ from strawberry.scalars import JSON
 
 from innominatus import auth
 from innominatus.api.context import Context
+from innominatus.api.cost import QueryCost
 from innominatus.api.execution import Execution, selects_only
 from innominatus.api.guard import Guard, unauthenticated
 from innominatus.api.types import (
@@ -302,6 +303,7 @@ def is_unexpected(error: GraphQLError) -> bool:
 # The limits' validation rules are built once: ValidationCache keys on the rule classes, and the limiter
 # extensions make new classes per instance, so per-request instances would never hit the cache.
 _LIMIT_RULES = [
+    QueryCost,
     *QueryDepthLimiter(max_depth=10).validation_rules,
     *MaxAliasesLimiter(max_alias_count=30).validation_rules,
 ]
