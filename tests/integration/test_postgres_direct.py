@@ -15,7 +15,7 @@ from innominatus.providers import Catalog, CatalogError, load_catalog
 from innominatus.score import SpecError
 from innominatus.store import Store
 from innominatus.workflows.postgres import object_name
-from tests.conftest import PG_ADMIN_URL, PROVIDERS
+from tests.conftest import PG_ADMIN_URL, PROVIDERS, create_pg_database
 from tests.integration.helpers import resources, running_engine, steps_of
 from tests.integration.test_operations import wait_states
 
@@ -202,3 +202,63 @@ async def test_class_on_a_single_workflow_type_is_ignored(store: Store, catalog:
 async def _drop(admin: asyncpg.Connection, name: str) -> None:
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+async def test_a_function_planted_in_a_writable_schema_never_runs_as_the_admin(
+    store: Store, tmp_path: Path, pg_server: str, admin: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CVE-2018-1058's trick: an app's role puts `public.format(text, text)` on the target database,
+    where `public` is writable by everyone; `format(text, variadic any)` in pg_catalog would lose to it."""
+    target_url = await create_pg_database(pg_server)
+    setup = await asyncpg.connect(target_url)
+    await setup.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    await setup.close()
+    config = tmp_path / "admin-config.yaml"
+    config.write_text(
+        "postgres:\n  targets:\n    local:\n      adminUrlEnv: INNOMINATUS_TEST_HIJACK_ADMIN_URL\n"
+        f"      defaultAdminUrl: {target_url}\n"
+    )
+    catalog = load_catalog(PROVIDERS, config)
+    statements: list[str] = []
+    real_connect = asyncpg.connect
+
+    async def observed_connect(*args: object, **kwargs: object) -> asyncpg.Connection:
+        # Watch what the step sends (the driver's own query logger), to check no password is in it.
+        conn = await real_connect(*args, **kwargs)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        return conn
+
+    monkeypatch.setattr(asyncpg, "connect", observed_connect)
+    app = app_name()
+    async with running_engine(store, catalog):
+        await specs.submit(store, catalog, spec(app))
+        db = (await wait_states(store, app, {"db": "ACTIVE"}))["db"]
+        role, password = db.outputs["username"], db.outputs["password"]
+        planter = await real_connect(
+            target_url.rsplit("/", 1)[0].replace("postgres@", f"{role}@") + "/" + target_url.rsplit("/", 1)[1]
+        )
+        try:
+            for args in ("text, text", "text, text, text", "text, text, text, text"):
+                params = ", ".join(f"${i + 1}" for i in range(args.count("text")))
+                await planter.execute(
+                    f"CREATE FUNCTION public.format({args}) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN "
+                    f"EXECUTE 'ALTER ROLE {role} SUPERUSER'; RETURN pg_catalog.format({params}); END $f$"
+                )
+        finally:
+            await planter.close()
+        await update(store, catalog, db.id, {"connection_limit": 4})
+        await wait_states(store, app, {"db": "ACTIVE"})
+    try:
+        row = await admin.fetchrow("SELECT rolsuper, rolconnlimit FROM pg_roles WHERE rolname = $1", role)
+        assert (row["rolsuper"], row["rolconnlimit"]) == (False, 4)
+        assert statements, "the step's statements were not observed"
+        assert not [s for s in statements if password in s], "the password was sent as SQL text"
+        conn = await real_connect(
+            db.outputs["connection_string"].rsplit("/", 1)[0] + "/" + target_url.rsplit("/", 1)[1]
+        )
+        await conn.close()  # the verifier set the very password the outputs carry
+    finally:
+        cleanup = await real_connect(target_url)
+        await cleanup.execute(f'DROP OWNED BY "{role}"')  # the planted functions
+        await cleanup.close()
+        await _drop(admin, role)

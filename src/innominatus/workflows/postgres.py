@@ -7,7 +7,9 @@ comment naming the resource, so a re-run adopts its own objects and refuses anyo
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import secrets
 import string
@@ -27,18 +29,23 @@ if TYPE_CHECKING:
 OPERATIONS = ("create", "update", "delete")
 MAX_IDENTIFIER = 63
 _UNSAFE = re.compile(r"[^a-z0-9_]")
+_PLAIN = re.compile(r"[a-z0-9]+")
+_STORED = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def object_name(app: str, resource: str) -> str:
-    """A PostgreSQL identifier for a resource: [a-z0-9_], not pg_ or a digit first, at most 63 bytes."""
-    raw = f"{app}_{resource}"
-    name = _UNSAFE.sub("_", raw.lower())
+    """A PostgreSQL identifier for a resource: [a-z0-9_], not pg_ or a digit first, at most 63 bytes.
+
+    `app_resource` reads well, but only stays unique while both names are plain [a-z0-9]: app `shop`
+    with resource `api-db` and app `shop-api` with resource `db` would both be `shop_api_db`. Any other
+    character (or a name too long) adds a short hash of the exact pair."""
+    name = _UNSAFE.sub("_", f"{app}_{resource}".lower())
     if name.startswith("pg_") or name[:1].isdigit() or not name:
         name = f"db_{name}"
-    if len(name) > MAX_IDENTIFIER:
-        suffix = hashlib.sha256(raw.encode()).hexdigest()[:8]
-        name = f"{name[: MAX_IDENTIFIER - 9]}_{suffix}"
-    return name
+    if _PLAIN.fullmatch(app) and _PLAIN.fullmatch(resource) and len(name) <= MAX_IDENTIFIER:
+        return name
+    suffix = hashlib.sha256(f"{app}\0{resource}".encode()).hexdigest()[:8]
+    return f"{name[: MAX_IDENTIFIER - 9]}_{suffix}"
 
 
 def marker(resource_id: str) -> str:
@@ -78,7 +85,10 @@ class PostgresStep:
         say = steplog.say
 
         resource = context["resource"]
-        name = object_name(context["app"]["name"], resource["name"])
+        # A resource provisioned before names carried hashes keeps the name it was given.
+        stored = (resource.get("outputs") or {}).get("database_name")
+        name = stored if isinstance(stored, str) and _STORED.fullmatch(stored) else None
+        name = name or object_name(context["app"]["name"], resource["name"])
         try:
             limit = self._connection_limit(step, context)
             admin_url = target.admin_url()
@@ -86,7 +96,11 @@ class PostgresStep:
             return StepResult(False, "", {}, str(exc))
         where = _host_port(admin_url)
         try:
-            conn = await asyncpg.connect(admin_url, timeout=min(step.timeout, 10))
+            # Only pg_catalog resolves names: a function or operator another role planted in a
+            # writable schema (`public.format(text, text)`) never runs with the admin's rights.
+            conn = await asyncpg.connect(
+                admin_url, timeout=min(step.timeout, 10), server_settings={"search_path": "pg_catalog"}
+            )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             return StepResult(
                 False, "", {}, f"cannot connect to postgres target '{target.name}' at {where}: {exc}"
@@ -121,15 +135,40 @@ class PostgresStep:
         return value
 
 
+# Schema-qualified as well as the pinned search_path: either alone keeps planted objects out.
+_ROLE_NOTE = (
+    "SELECT pg_catalog.shobj_description(oid, 'pg_authid') AS note FROM pg_catalog.pg_roles "
+    "WHERE rolname OPERATOR(pg_catalog.=) $1"
+)
+_DATABASE_NOTE = (
+    "SELECT pg_catalog.shobj_description(oid, 'pg_database') AS note FROM pg_catalog.pg_database "
+    "WHERE datname OPERATOR(pg_catalog.=) $1"
+)
+SCRAM_ITERATIONS = 4096
+
+
+def scram_verifier(password: str, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677): given in ALTER ROLE
+    instead of the password, it sets the same password without ever sending it."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
 class _Refused(Exception):
     pass
 
 
 async def _ensure(conn: Any, name: str, resource_id: str, password: str, limit: int, say: Any) -> None:
     mine = marker(resource_id)
-    role = await conn.fetchrow(
-        "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1", name
-    )
+    role = await conn.fetchrow(_ROLE_NOTE, name)
     if role is not None and role["note"] != mine:
         raise _Refused(f"role {name} already exists and was not created for this resource; not adopting it")
     if role is None:
@@ -138,10 +177,10 @@ async def _ensure(conn: Any, name: str, resource_id: str, password: str, limit: 
         await _run(conn, "COMMENT ON ROLE %I IS %L", name, mine)
     else:
         await say(f"role {name} exists (ours): converging")
-    await _run(conn, f"ALTER ROLE %I WITH LOGIN CONNECTION LIMIT {int(limit)} PASSWORD %L", name, password)
-    database = await conn.fetchrow(
-        "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = $1", name
-    )
+    # A SCRAM verifier, not the password: statements may end up in the server's log.
+    verifier = scram_verifier(password)
+    await _run(conn, f"ALTER ROLE %I WITH LOGIN CONNECTION LIMIT {int(limit)} PASSWORD %L", name, verifier)
+    database = await conn.fetchrow(_DATABASE_NOTE, name)
     if database is not None and database["note"] != mine:
         raise _Refused(
             f"database {name} already exists and was not created for this resource; not adopting it"
@@ -156,18 +195,15 @@ async def _ensure(conn: Any, name: str, resource_id: str, password: str, limit: 
 
 async def _delete(conn: Any, name: str, resource_id: str, say: Any) -> None:
     mine = marker(resource_id)
-    database = await conn.fetchrow(
-        "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = $1", name
-    )
-    role = await conn.fetchrow(
-        "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1", name
-    )
+    database = await conn.fetchrow(_DATABASE_NOTE, name)
+    role = await conn.fetchrow(_ROLE_NOTE, name)
     for kind, row in (("database", database), ("role", role)):
         if row is not None and row["note"] != mine:
             raise _Refused(f"{kind} {name} was not created for this resource; not dropping it")
     await conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE (datname = $1 OR usename = $1) "
-        "AND pid <> pg_backend_pid()",
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+        "WHERE (datname OPERATOR(pg_catalog.=) $1 OR usename OPERATOR(pg_catalog.=) $1) "
+        "AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
         name,
     )
     if database is not None:
@@ -182,7 +218,7 @@ async def _delete(conn: Any, name: str, resource_id: str, say: Any) -> None:
 async def _run(conn: Any, template: str, *args: str) -> None:
     """Let the server quote: format() with %I (identifier) and %L (literal), then run the result."""
     placeholders = ", ".join(f"${i + 2}::text" for i in range(len(args)))
-    sql = await conn.fetchval(f"SELECT format($1::text, {placeholders})", template, *args)
+    sql = await conn.fetchval(f"SELECT pg_catalog.format($1::text, {placeholders})", template, *args)
     await conn.execute(sql)
 
 
