@@ -262,3 +262,25 @@ async def test_a_function_planted_in_a_writable_schema_never_runs_as_the_admin(
         await cleanup.execute(f'DROP OWNED BY "{role}"')  # the planted functions
         await cleanup.close()
         await _drop(admin, role)
+
+
+async def test_pairs_that_read_alike_get_different_databases(
+    store: Store, catalog: Catalog, admin: asyncpg.Connection
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    first, second = f"shop{suffix}", f"shop{suffix}-api"
+    shop = spec(first).replace("  db:\n", "  api-db:\n")
+    async with running_engine(store, catalog):
+        await specs.submit(store, catalog, shop)
+        await specs.submit(store, catalog, spec(second))
+        a = (await wait_states(store, first, {"api-db": "ACTIVE"}))["api-db"]
+        b = (await wait_states(store, second, {"db": "ACTIVE"}))["db"]
+    names = {a.outputs["database_name"], b.outputs["database_name"]}
+    try:
+        assert len(names) == 2, names
+        for name in names:
+            assert len(name.encode()) <= 63 and name.replace("_", "").isalnum() and name == name.lower()
+            assert await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name) == 1
+    finally:
+        for name in names:
+            await _drop(admin, name)
