@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from innominatus.workflows.postgres import object_name
 from tests.conftest import PG_ADMIN_URL, REPO
 from tests.e2e.server import Server, run_server
 
@@ -188,7 +189,7 @@ def test_errors_are_json(guide_server: Server) -> None:
 
 @pytest.mark.postgres
 def test_advanced_demo_lines(guide_server: Server, pg_server: str) -> None:
-    name = "ecommerce_backend_database"  # what the direct path names app ecommerce-backend's resource
+    name = object_name("ecommerce-backend", "database")  # what the direct path names the resource
 
     async def drop() -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)
@@ -214,7 +215,7 @@ def test_advanced_demo_lines(guide_server: Server, pg_server: str) -> None:
             "  jq -r '.[] | select(.resource_type==\"postgres\") | .provider_metadata.outputs.connection_string')\n"
             'echo "$CONNECTION_STRING"'
         ).strip()
-        assert connection.startswith("postgresql://ecommerce_backend_database:")
+        assert connection.startswith(f"postgresql://{name}:")
         assert bash(f"psql '{connection}' -Atc 'SELECT 1'").strip() == "1"
     finally:
         asyncio.run(drop())

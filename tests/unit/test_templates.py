@@ -335,7 +335,6 @@ PLAIN = [
     ",",
     "+",
     "%",
-    "two words",
 ]
 
 
@@ -365,3 +364,42 @@ def test_non_shell_templates_render_values_as_they_are() -> None:
 
 def test_go_raw_string_literal() -> None:
     assert render('{{ if eq .parameters.q `say "hi"` }}yes{{ end }}', params(q='say "hi"')) == "yes"
+
+
+def test_whitespace_that_would_split_arguments_goes_through_shell_quote(tmp_path: Path) -> None:
+    value = "two words\u2028and\tmore"
+    script = shell_render("printf '%s|' {{ parameters.v | shell_quote }}", v=value)
+    assert run_bash(script, tmp_path).stdout == value + "|"  # one argument, exactly the value
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "where"),
+    [
+        ('echo "{{ parameters.v | shell_quote }}"\n', 1, "inside double quotes"),
+        ('set -e\nX="a {{ parameters.v | shell_quote }} b"\n', 2, "inside double quotes"),
+        ("cat <<EOF\n{{ parameters.v | shell_quote }}\nEOF\n", 2, "unquoted here-document"),
+        ("cat <<-END\n\t{{ parameters.v | shell_quote }}\n\tEND\n", 2, "unquoted here-document"),
+    ],
+)
+def test_shell_quote_where_its_quotes_mean_nothing_is_refused_at_load(
+    script: str, line: int, where: str
+) -> None:
+    with pytest.raises(TemplateError) as refused:
+        compile_template(script, where="providers/p/workflows/w.yaml: steps[0].config.script", shell=True)  # noqa: S604
+    message = str(refused.value)
+    assert message.startswith(f"providers/p/workflows/w.yaml: steps[0].config.script: line {line}: ")
+    assert where in message
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "echo {{ parameters.v | shell_quote }}\n",
+        "echo 'lit' {{ parameters.v | shell_quote }} \"$HOME\"\n",
+        "cat <<'EOF'\n{{ parameters.v | shell_quote }}\nEOF\necho {{ parameters.v | shell_quote }}\n",
+        '# "{{ parameters.v | shell_quote }}\necho ok\n',
+        "X=$(printf %s {{ parameters.v | shell_quote }})\n",
+    ],
+)
+def test_shell_quote_where_the_shell_reads_quotes_loads(script: str) -> None:
+    compile_template(script, where="w", shell=True)  # noqa: S604

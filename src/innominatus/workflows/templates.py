@@ -26,6 +26,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from jinja2.utils import missing
 
+from innominatus.workflows.shell_context import misplaced_quotes
+
 __all__ = [
     "SHELL_METACHARACTERS",
     "RenderError",
@@ -37,7 +39,9 @@ __all__ = [
     "translate_go_template",
 ]
 
-SHELL_METACHARACTERS = frozenset("$`\\\"';&|<>(){}[]*?!#~\n\r")
+# Whitespace splits words as surely as `;` separates commands: every character `str.splitlines` breaks
+# at, besides space and tab.
+SHELL_METACHARACTERS = frozenset("$`\\\"';&|<>(){}[]*?!#~ \t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 class TemplateError(Exception):
@@ -333,6 +337,13 @@ def compile_template(
         compiled = _ENVS[shell].from_string(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"{where}: {exc.message} (line {exc.lineno})") from None
+    if shell:
+        for line, why in misplaced_quotes(text):
+            raise TemplateError(
+                f"{where}: line {line}: shell_quote output {why} is not one word: the shell reads its "
+                "quotes as text there and still runs $(...) in the value; use it unquoted "
+                "(echo {{ x | shell_quote }}) or in a quoted here-document (<<'EOF')"
+            )
     return Template(compiled, where=where, shell=shell, source=text)
 
 
