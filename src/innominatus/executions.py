@@ -105,7 +105,8 @@ async def retry_execution(
                 type=step.type,
                 status=StepStatus.SUCCEEDED if kept else StepStatus.PENDING,
                 attempts=step.attempts if kept else 0,
-                logs=step.logs if kept else "",
+                # Not copied: the earlier run keeps them, and copies would grow with every retry.
+                logs=f"[logs of this step are in workflow run {old.id}]\n" if kept else "",
                 outputs=step.outputs if kept else {},
                 started_at=step.started_at if kept else None,
                 finished_at=step.finished_at if kept else None,

@@ -210,12 +210,18 @@ async def test_failing_log_callback_does_not_break_the_step() -> None:
     assert result.logs == "a\nb\n"
 
 
-async def test_logs_are_capped_keeping_the_tail() -> None:
-    script = "yes 0123456789012345678901234567890123456789 | head -n 40000\necho '{\"last\": true}'\n"
+async def test_logs_are_capped_keeping_the_head_and_the_tail() -> None:
+    script = (
+        "echo first line\nyes 0123456789012345678901234567890123456789 | head -n 40000\n"
+        "echo '{\"last\": true}'\n"
+    )
     result = await run_policy(script)
     assert result.succeeded, result.error
     assert len(result.logs) <= LOG_LIMIT + 200
-    assert result.logs.startswith("[... ")
+    assert result.logs.startswith("first line\n0123")
+    [marker] = re.findall(r"\[\.\.\. (\d+) characters of output cut here \.\.\.\]\n", result.logs)
+    total = len("first line\n") + 40000 * 41 + len('{"last": true}\n')
+    assert len(result.logs) - len(marker) - 41 + int(marker) == total  # nothing lost but the middle
     assert result.logs.endswith('{"last": true}\n')
     assert result.outputs == {"last": True}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
@@ -29,6 +29,24 @@ SUCCESS_STATE = {
     Operation.UPDATE: ResourceState.ACTIVE,
     Operation.DELETE: ResourceState.DELETED,
 }
+
+
+STEP_LOG_LIMIT = 2 * 1024 * 1024  # characters of logs a step keeps over all its attempts
+_CUT = "[... earlier attempts' logs cut here: a step keeps 2 MiB ...]\n"
+
+
+def _appended(logs: str) -> Any:
+    """The stored logs with an attempt's appended; past the step's limit, the middle goes (the first
+    attempts' head stays, the newest attempt stays whole: it is at most policy.LOG_LIMIT)."""
+    size = len(logs)
+    head = max(STEP_LOG_LIMIT - size - len(_CUT), 0)
+    return case(
+        (
+            func.length(WorkflowStep.logs) + size > STEP_LOG_LIMIT,
+            func.substr(WorkflowStep.logs, 1, head) + _CUT + logs,
+        ),
+        else_=WorkflowStep.logs + logs,
+    )
 
 
 class StepRecorder:
@@ -80,7 +98,7 @@ class StepRecorder:
             outcome = "succeeded" if result.succeeded else f"failed: {error}"
             newline = "" if logs.endswith("\n") or not logs else "\n"
             logs = f"--- attempt {attempt} ---\n{logs}{newline}--- attempt {attempt} {outcome} ---\n"
-        values: dict[str, Any] = {"logs": WorkflowStep.logs + logs, "error_message": error}
+        values: dict[str, Any] = {"logs": _appended(logs), "error_message": error}
         status = StepStatus.RUNNING
         if final:
             status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED

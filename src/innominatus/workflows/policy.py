@@ -32,7 +32,8 @@ __all__ = ["LOG_LIMIT", "StepResult", "pidfd_child_watcher", "run_policy"]
 
 log = logging.getLogger(__name__)
 
-LOG_LIMIT = 1024 * 1024  # bytes of logs kept (the tail)
+LOG_LIMIT = 1024 * 1024  # characters of an attempt's logs kept: its head and its tail
+_LOG_HEAD = LOG_LIMIT // 4
 _STDOUT_LIMIT = 1024 * 1024  # bytes of stdout kept for finding the JSON outputs
 _STDERR_TAIL_LINES = 10
 _STDERR_TAIL_CHARS = 1000
@@ -52,9 +53,12 @@ class StepResult:
 
 
 class _Logs:
-    """Both streams, line by line, in arrival order; keeps the last LOG_LIMIT bytes."""
+    """Both streams, line by line, in arrival order; keeps at most LOG_LIMIT characters: the first
+    quarter (how it started) and the last lines (how it ended), with a marker where it was cut."""
 
     def __init__(self, on_log_line: LogLine | None) -> None:
+        self._head: list[str] = []
+        self._head_size = 0
         self._lines: deque[str] = deque()
         self._size = 0
         self._dropped = 0
@@ -65,9 +69,13 @@ class _Logs:
 
     async def add(self, stream: str, line: str) -> None:
         text = line + "\n"
-        self._lines.append(text)
-        self._size += len(text)
-        while self._size > LOG_LIMIT and len(self._lines) > 1:
+        if not self._dropped and not self._lines and self._head_size + len(text) <= _LOG_HEAD:
+            self._head.append(text)
+            self._head_size += len(text)
+        else:
+            self._lines.append(text)
+            self._size += len(text)
+        while self._size > LOG_LIMIT - self._head_size and len(self._lines) > 1:
             dropped = self._lines.popleft()
             self._size -= len(dropped)
             self._dropped += len(dropped)
@@ -89,10 +97,10 @@ class _Logs:
 
     @property
     def text(self) -> str:
-        body = "".join(self._lines)
+        head, tail = "".join(self._head), "".join(self._lines)
         if self._dropped:
-            return f"[... {self._dropped} characters of earlier output truncated ...]\n{body}"
-        return body
+            return f"{head}[... {self._dropped} characters of output cut here ...]\n{tail}"
+        return head + tail
 
     @property
     def stdout(self) -> str:
