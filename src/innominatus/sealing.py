@@ -66,11 +66,16 @@ class SecretBox:
         except InvalidToken:
             raise ValueError("a sealed value does not open with this server's secret key") from None
 
-    def seal(self, outputs: Mapping[str, Any], declared: Collection[str] = ()) -> dict[str, Any]:
-        """A copy with every secret key's value sealed (already sealed values stay as they are)."""
+    def seal(
+        self, outputs: Mapping[str, Any], declared: Collection[str] = (), known: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """A copy with every secret value sealed: under a secret key, or equal to a `known` secret
+        whatever its key (a password copied to `dsn_password2` or `copy`). Sealed values stay as they are."""
+        known = set(known)
         return {
             k: self.seal_value(v)
-            if is_secret_key(k, declared) and not (isinstance(v, str) and v.startswith(SEALED_PREFIX))
+            if (is_secret_key(k, declared) or (isinstance(v, str) and v in known))
+            and not (isinstance(v, str) and v.startswith(SEALED_PREFIX))
             else v
             for k, v in outputs.items()
         }

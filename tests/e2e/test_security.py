@@ -53,6 +53,7 @@ LEAKY = workflow_yaml(
           echo "api_token=${api_token}" >> "$INNOMINATUS_OUTPUT"
           echo "private_ref=${private_ref}" >> "$INNOMINATUS_OUTPUT"
           echo "plain=visible" >> "$INNOMINATUS_OUTPUT"
+          echo "relay=${password}" >> "$INNOMINATUS_OUTPUT"
     - name: use-secrets
       type: policy
       timeout: 30
@@ -65,6 +66,7 @@ LEAKY = workflow_yaml(
     outputs="""\
     host: localhost
     plain: "{{ steps['make-secrets'].outputs.plain }}"
+    relay: "{{ steps['make-secrets'].outputs.relay }}"
     password: "{{ steps['make-secrets'].outputs.password }}"
     api_token: "{{ steps['make-secrets'].outputs.api_token }}"
     private_ref:
@@ -547,7 +549,8 @@ def _leaky_secrets(world: World, token: str) -> dict[str, str]:
     assert resource["state"] == "ACTIVE", resource
     outputs = resource["outputs"]
     return {key: outputs[key] for key in ("password", "api_token", "private_ref")} | {
-        "plain": outputs["plain"]
+        "plain": outputs["plain"],
+        "relay": outputs["relay"],
     }
 
 
@@ -555,6 +558,8 @@ def test_owner_and_admin_read_secret_outputs_in_plaintext(world: World) -> None:
     owner = _leaky_secrets(world, world.token(TEAM_A))
     assert _leaky_secrets(world, ADMIN_TOKEN) == owner
     assert owner["plain"] == "visible"
+    # Not secret by its name, but the password's value: sealed at rest, opened for the owner.
+    assert owner["relay"] == owner["password"]
     for key in ("password", "api_token", "private_ref"):
         value = owner[key]
         assert len(value) == 24 and value.isalnum() and not value.startswith("sealed"), (key, value)
@@ -581,7 +586,8 @@ def test_step_logs_mask_secret_outputs(world: World) -> None:
     assert f"calling the API with {MASK}" in use["logs"]
     text = json.dumps(data)
     for key in ("password", "api_token", "private_ref"):
-        assert text.count(values[key]) == 2, key  # the resource's outputs and the step's, nowhere else
+        # The resource's outputs and the step's (the password twice in each: as itself and as relay).
+        assert text.count(values[key]) == (4 if key == "password" else 2), key
         for step in run["steps"]:
             assert values[key] not in step["logs"]
             assert values[key] not in (step["errorMessage"] or "")

@@ -103,7 +103,9 @@ class StepRecorder:
         if final:
             status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED
             values.update(
-                status=status, outputs=self.store.box.seal(result.outputs, declared), finished_at=utcnow()
+                status=status,
+                outputs=self.store.box.seal(result.outputs, declared, secrets),
+                finished_at=utcnow(),
             )
             self._unwritten = (index, values)  # stored with the next write of this run
             self.current = None
@@ -125,7 +127,7 @@ class StepRecorder:
         declared = claim.workflow.definition.sensitive_outputs
         if outputs:
             claim.secrets |= secret_values(outputs, declared)
-            outputs = self.store.box.seal(outputs, declared)
+            outputs = self.store.box.seal(outputs, declared, claim.secrets)
         error = mask(error, claim.secrets)
         interrupted = self.current  # a step still running when the run ended (timeout, crash)
         async with self.store.transaction() as session:

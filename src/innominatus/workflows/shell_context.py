@@ -92,7 +92,9 @@ def misplaced_quotes(script: str) -> list[tuple[int, str]]:
                 i = n if end < 0 else end
                 continue
             elif ch == "<" and (match := _HEREDOC.match(script, i)):
-                quoted = match.group(2) is not None or match.group(3) is not None or match.group(0).count("\\")
+                quoted = (
+                    match.group(2) is not None or match.group(3) is not None or match.group(0).count("\\")
+                )
                 delimiter = match.group(2) or match.group(3) or match.group(4) or ""
                 heredocs.append((delimiter, bool(match.group(1)), not quoted))
                 i = match.end()
