@@ -70,10 +70,29 @@ def parked_spec(app: str, parked: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+async def requested_rows(database_url: str) -> tuple[int, int]:
+    """(parked, not yet looked at) REQUESTED resources, read from the database itself."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE waiting_for IS NOT NULL), "
+                        "count(*) FILTER (WHERE waiting_for IS NULL) FROM resources WHERE state = 'REQUESTED'"
+                    )
+                )
+            ).one()
+            return int(row[0]), int(row[1])
+    finally:
+        await engine.dispose()
+
+
 async def seed_parked(
-    srv: BenchServer, apps: int, parked: int, timeout_s: float, clients: int = 4
+    srv: BenchServer, database_url: str, apps: int, parked: int, timeout_s: float, clients: int = 4
 ) -> dict[str, Any]:
-    """Submit the parked specs and wait (at most `timeout_s` in all) until every `broken` is FAILED.
+    """Submit the parked specs and wait (at most `timeout_s` in all) until every `broken` is FAILED and
+    the engine has parked every dependent (so the measurement does not include that work).
 
     FAILED is seen on a subscription and, as a cross-check every few seconds, through the
     `resources(state: FAILED)` query: `failed_missed_by_subscription` counts the `broken` resources the
@@ -87,8 +106,19 @@ async def seed_parked(
     async with httpx.AsyncClient(headers=srv.headers, timeout=120.0) as client:
 
         async def failed_ids() -> set[str]:
-            data = await graphql_post(client, srv.graphql, "{ resources(state: FAILED) { id } }")
-            return {r["id"] for r in data["resources"]}
+            found: set[str] = set()
+            after = None
+            while True:  # lists come in pages
+                data = await graphql_post(
+                    client,
+                    srv.graphql,
+                    "query($a: ID) { resources(state: FAILED, first: 1000, after: $a) { id } }",
+                    {"a": after},
+                )
+                found |= {r["id"] for r in data["resources"]}
+                if len(data["resources"]) < 1000:
+                    return found
+                after = data["resources"][-1]["id"]
 
         try:
             queue = list(range(apps))
@@ -126,14 +156,20 @@ async def seed_parked(
                 await collector.wait_all(broken, time.perf_counter() + 2)
         finally:
             await collector.close()
-        requested = await graphql_post(client, srv.graphql, "{ resources(state: REQUESTED) { id } }")
+        while True:
+            parked_rows, unparked = await requested_rows(database_url)
+            if unparked == 0:
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{unparked} REQUESTED resources still not parked after {timeout_s:g}s")
+            await asyncio.sleep(0.5)
     missed = sum(1 for rid in broken if rid not in collector.failed_at)
     if missed:
         log(
             f"  the subscription never delivered FAILED for {missed} `broken` resource(s) the database has FAILED"
         )
     return {
-        "parked_requested": len(requested["resources"]),
+        "parked_requested": parked_rows,
         "failed_dependencies": len(failed_in_db),
         "failed_missed_by_subscription": missed,
         "submit_s": round(submitted_s, 1),
@@ -243,7 +279,7 @@ def run_backend(backend: str, providers: Path, args: argparse.Namespace) -> dict
                     f"{backend}: seeding {args.apps} × {args.parked_per_app} parked resources behind "
                     f"{args.apps} FAILED ones ({srv.url})"
                 )
-                seed = asyncio.run(seed_parked(srv, args.apps, args.parked_per_app, args.seed_timeout))
+                seed = asyncio.run(seed_parked(srv, url, args.apps, args.parked_per_app, args.seed_timeout))
             t0 = time.perf_counter()
             inserted = asyncio.run(seed_events(url, args.events))
             seed["events_inserted"] = inserted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import update
 
@@ -9,9 +11,20 @@ from innominatus.auth import DEV_ADMIN, MEMBER, Authenticator, Principal
 from innominatus.db import models
 from innominatus.providers import Catalog
 from innominatus.ratelimit import RateLimiter
-from innominatus.service import BadInput, Forbidden, NotFound, RateLimited, Services, admin, changes, reads
+from innominatus.service import (
+    BadInput,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Services,
+    admin,
+    changes,
+    reads,
+    watches,
+)
+from innominatus.states import ResourceState
 from innominatus.store import Store
-from tests.integration.test_events import make_resource
+from tests.integration.test_events import make_resource, move
 
 SHOP = Principal(team="shop", role=MEMBER, token_id="t-shop")
 OTHER = Principal(team="other", role=MEMBER, token_id="t-other")
@@ -113,3 +126,26 @@ async def test_admin_functions_refuse_members_and_bad_values(store: Store) -> No
     with pytest.raises(BadInput) as bad:
         await changes.update_resource(svc, DEV_ADMIN, "x", ["not", "a", "mapping"])
     assert [p.path for p in bad.value.problems] == ["properties"]
+
+
+async def test_a_members_stream_holds_its_teams_events_only(store: Store) -> None:
+    [theirs] = await _team_resources(store, "stream-theirs", "other", ["db"])
+    [mine] = await _team_resources(store, "stream-mine", "shop", ["db"])
+    await move(store, theirs, ResourceState.PROVISIONING)  # events written with their teams
+    await move(store, mine, ResourceState.PROVISIONING)
+    svc = services(store)
+    with pytest.raises(NotFound):
+        async for _ in watches.state_changes(svc, SHOP, None, resource_id=theirs, after_sequence=0):
+            pass
+    with pytest.raises(NotFound):
+        async for _ in watches.step_changes(svc, SHOP, None, workflow_id="no-such-run"):
+            pass
+    seen = []
+    events = watches.state_changes(svc, SHOP, None, after_sequence=0)
+    async with asyncio.timeout(5):
+        async for event in events:
+            seen.append(event.resource_id)
+            if event.resource_id == mine:
+                break
+    await events.aclose()
+    assert seen == [mine]  # the other team's event came first in the log, and was not shown

@@ -45,8 +45,3 @@ class Context:
         """The authenticated caller (the guard extension refuses operations without one)."""
         assert self.principal is not None
         return self.principal
-
-    @property
-    def team_filter(self) -> str | None:
-        """The team whose rows the caller may see; None for admins (all teams)."""
-        return None if self.caller.is_admin else self.caller.team

@@ -4,7 +4,7 @@ the caller's team (admins see all). No business rules here."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import strawberry
@@ -40,9 +40,8 @@ from innominatus.api.types import (
     WorkflowStepEvent,
     WorkflowStepState,
 )
-from innominatus.auth import TokenWatch
-from innominatus.events import EventFilter, Revoked, StepFilter, SubscriberTooSlow, steps, stream
-from innominatus.service import ServiceError, admin, changes, reads
+from innominatus.events import Revoked, SubscriberTooSlow
+from innominatus.service import ServiceError, admin, changes, reads, watches
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 
@@ -225,16 +224,15 @@ def _ended(exc: Exception) -> GraphQLError:
     return GraphQLError(str(exc), extensions=extensions)
 
 
-async def _live(info: Info, events: AsyncIterator[T], watch: TokenWatch | None) -> AsyncGenerator[T, None]:
+async def _live(events: AsyncGenerator[T, None]) -> AsyncGenerator[T, None]:
     try:
         async for event in events:
             yield event
     except (Revoked, SubscriberTooSlow) as exc:
         raise _ended(exc) from None
     finally:
-        info.context.services.authenticator.unwatch(watch)
         with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
 
 @strawberry.type
@@ -253,16 +251,15 @@ class Subscription:
     ) -> AsyncGenerator[ResourceStateEvent, None]:
         if info.context.principal is None:
             raise unauthenticated()
-        if resource_id is not None:
-            await reads.resource(info.context.services, info.context.caller, str(resource_id))
-        flt = EventFilter(
+        events = watches.state_changes(
+            info.context.services,
+            info.context.caller,
+            info.context.token,
             application=application,
             resource_id=str(resource_id) if resource_id is not None else None,
-            team=info.context.team_filter,
+            after_sequence=after_sequence,
         )
-        watch = info.context.services.authenticator.watch(info.context.token)
-        events = stream(info.context.store, flt, after_sequence, watch=watch)
-        async for event in _live(info, events, watch):
+        async for event in _live(events):
             yield ResourceStateEvent.of(event)
 
     @strawberry.subscription(
@@ -273,15 +270,14 @@ class Subscription:
     ) -> AsyncGenerator[WorkflowStepEvent, None]:
         if info.context.principal is None:
             raise unauthenticated()
-        if workflow_id is not None:
-            await reads.workflow(info.context.services, info.context.caller, str(workflow_id))
-        flt = StepFilter(
+        events = watches.step_changes(
+            info.context.services,
+            info.context.caller,
+            info.context.token,
             workflow_id=str(workflow_id) if workflow_id is not None else None,
             application=application,
-            team=info.context.team_filter,
         )
-        watch = info.context.services.authenticator.watch(info.context.token)
-        async for event in _live(info, steps(info.context.store, flt, watch=watch), watch):
+        async for event in _live(events):
             yield WorkflowStepEvent(
                 workflow_id=strawberry.ID(event.workflow_id),
                 application=event.application_name,

@@ -89,7 +89,10 @@ class Engine:
 
     def _on_event(self, event: StateEvent) -> None:
         to_state = event.to_state
-        if to_state in _REQUESTED_WORK:
+        claimed = event.resource is not None and event.resource.state != ResourceState.REQUESTED
+        if to_state == ResourceState.REQUESTED and claimed:
+            pass  # its submission claimed it already: nothing for a claim pass
+        elif to_state in _REQUESTED_WORK:
             self._requested_backlog = True
             self._wake.set()
         if to_state in _RUN_WORK or (

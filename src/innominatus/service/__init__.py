@@ -4,6 +4,7 @@ services, the caller and its arguments, and owns its transaction, visibility rul
 - `reads`: providers, applications, resources, workflows (paged), each scoped to the caller's team;
 - `changes`: submit, update, delete, retry;
 - `admin`: tokens and provider reloads;
+- `watches`: the live streams (resource state changes, workflow steps), scoped the same way;
 - `errors`: the one error hierarchy every surface maps (GraphQL codes, HTTP statuses).
 
 GraphQL resolvers (api/schema.py), REST handlers (api/rest.py) and the websocket layer only parse, call
