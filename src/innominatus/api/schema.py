@@ -10,14 +10,10 @@ from typing import Any, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.scalars import JSON
 
@@ -25,7 +21,7 @@ from innominatus import auth
 from innominatus.api.context import Context
 from innominatus.api.cost import QueryCost
 from innominatus.api.execution import Execution, selects_only
-from innominatus.api.guard import Guard, unauthenticated
+from innominatus.api.guard import guard_with, unauthenticated
 from innominatus.api.types import (
     ApiToken,
     Application,
@@ -296,23 +292,20 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError | ServiceError)
 
 
-# The limits' validation rules are built once: ValidationCache keys on the rule classes, and the limiter
-# extensions make new classes per instance, so per-request instances would never hit the cache.
+# The limits' validation rules are built once: the validation cache keys on the rule classes, and the
+# limiter extensions make new classes per instance, so per-request instances would never hit the cache.
 _LIMIT_RULES = [
     QueryCost,
     *QueryDepthLimiter(max_depth=10).validation_rules,
     *MaxAliasesLimiter(max_alias_count=30).validation_rules,
 ]
+_GUARD = guard_with(_LIMIT_RULES)
 
 
 def make_schema(*, introspection: bool = True) -> strawberry.Schema:
     extensions: list[Any] = [
-        Guard,
+        _GUARD,
         lambda: MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
-        lambda: AddValidationRules(_LIMIT_RULES),
-        lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
