@@ -1,6 +1,6 @@
-"""Spec submission: a Score spec is checked whole, then diffed per resource against what is stored
-(new → create, changed → update, removed → delete, unchanged → nothing), all in one transaction.
-Nothing is stored unless every change can be made. When an engine is at hand, the new resources that
+"""Spec submission, in one direction: parse (score.py, pure) → plan (plan.py: a pure diff of what is
+stored against what the spec wants: new → create, changed → update, removed → delete, unchanged →
+nothing) → apply (here, in one transaction). Nothing is stored unless every change can be made. When an engine is at hand, the new resources that
 wait for nothing are claimed in the same transaction (their runs start once it commits)."""
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ from innominatus import lifecycle
 from innominatus.auth import Principal
 from innominatus.db.models import Application, ApplicationRevision, Resource, new_id, utcnow
 from innominatus.operations import (
-    BUSY,
-    OperationError,
     application_resources,
-    busy_problem,
-    check_deletable,
     live_resources,
     lock_application,
     start_delete,
     start_update,
-    workflow_for,
 )
+from innominatus.plan import Action, Plan, plan
 from innominatus.problems import Problem
 from innominatus.providers import Catalog, ResolveError
 from innominatus.references import dependencies, find_cycle
@@ -111,15 +107,15 @@ async def _apply(
             [Problem("metadata.name", f"application '{spec.name}' is being deleted; submit it again later")]
         )
     live = await live_resources(session, app.id, lock=True) if app is not None else {}
-    _check_changes(catalog, spec, live)
+    stored_spec = app.spec if app is not None and app.deleted_at is None else None
+    planned = plan(catalog, spec, stored_spec, live)
 
     first = app is None
     if app is None:
         team = caller.team if caller is not None else None
         app = Application(id=new_id(), name=spec.name, team=team, revision=0, created_at=now)
         session.add(app)
-    new_revision = first or app.spec != spec.document or app.deleted_at is not None
-    if new_revision:
+    if planned.new_revision:
         app.revision += 1
         app.spec = spec.document
         app.updated_at = now
@@ -134,63 +130,43 @@ async def _apply(
                 created_at=now,
             )
         )
-
-    created: list[Resource] = []
-    for name, wanted in spec.resources.items():
-        current = live.get(name)
-        deps = sorted(dependencies(wanted.params))
-        if current is None:
-            created.append(await _create(session, catalog, app, wanted, deps, now))
-            continue
-        current.depends_on = deps
-        if not _differs(current, wanted):
-            continue
-        if current.state == S.ACTIVE:
-            await start_update(session, catalog, current, wanted.params, wanted.class_)
-        else:  # REQUESTED: not started yet; FAILED: create runs again with the new values
-            current.properties = wanted.params
-            current.resource_class = wanted.class_
-            if current.state == S.FAILED:
-                await lifecycle.transition(session, current, S.REQUESTED, "spec changed")
-    for name, current in live.items():
-        if name not in spec.resources:
-            await start_delete(session, catalog, current, reason="removed from spec")
-
+    created = await _carry_out(session, catalog, app, planned, live, now)
     if first:  # everything it has was made just now: nothing to read back
         return SubmitResult(app, sorted(created, key=lambda r: r.name), changed=True, created=created)
     resources = await application_resources(session, app.id)
-    return SubmitResult(app, resources, changed=new_revision, created=created)
+    return SubmitResult(app, resources, changed=planned.new_revision, created=created)
 
 
-def _differs(current: Resource, wanted: ScoreResource) -> bool:
-    # Compared as written: placeholders stay unresolved on both sides.
-    return current.properties != wanted.params or current.resource_class != wanted.class_
-
-
-def _check_changes(catalog: Catalog, spec: ScoreSpec, live: dict[str, Resource]) -> None:
-    """Every reason the diff cannot be applied, as one refusal, before anything is written."""
-    problems: list[Problem] = []
-    for name, current in live.items():
-        wanted = spec.resources.get(name)
-        try:
-            if wanted is None:
-                check_deletable(catalog, current)
-            elif current.type != wanted.type:
-                problems.append(
-                    Problem(
-                        f"resources.{name}.type",
-                        f"cannot change the type of resource '{name}' from '{current.type}' to "
-                        f"'{wanted.type}'; remove it and add it under another name",
-                    )
-                )
-            elif _differs(current, wanted) and current.state in BUSY:
-                problems.append(busy_problem(current))
-            elif _differs(current, wanted) and current.state == S.ACTIVE:
-                workflow_for(catalog, current, Operation.UPDATE, wanted.class_)
-        except OperationError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise SpecError(problems)
+async def _carry_out(
+    session: AsyncSession,
+    catalog: Catalog,
+    app: Application,
+    planned: Plan,
+    live: dict[str, Resource],
+    now: object,
+) -> list[Resource]:
+    """Apply the plan's changes, in its order; the resources it created."""
+    created: list[Resource] = []
+    for change in planned.changes:
+        if change.action is Action.DELETE:
+            await start_delete(session, catalog, live[change.name], reason="removed from spec")
+            continue
+        wanted = change.wanted
+        assert wanted is not None
+        deps = list(change.depends_on)
+        if change.action is Action.CREATE:
+            created.append(await _create(session, catalog, app, wanted, deps, now))
+            continue
+        current = live[change.name]
+        current.depends_on = deps
+        if change.action is Action.UPDATE:
+            await start_update(session, catalog, current, wanted.params, wanted.class_)
+        elif change.action in (Action.RETAKE, Action.REQUEUE):
+            current.properties = wanted.params
+            current.resource_class = wanted.class_
+            if change.action is Action.REQUEUE:
+                await lifecycle.transition(session, current, S.REQUESTED, "spec changed")
+    return created
 
 
 async def _create(
