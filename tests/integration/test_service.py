@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from innominatus.auth import DEV_ADMIN, MEMBER, Authenticator, Principal
 from innominatus.db import models
-from innominatus.providers import Catalog
+from innominatus.providers import Catalog, load_catalog
 from innominatus.ratelimit import RateLimiter
 from innominatus.service import (
     BadInput,
@@ -24,6 +25,9 @@ from innominatus.service import (
 )
 from innominatus.states import ResourceState
 from innominatus.store import Store
+from tests.conftest import ProviderFactory, workflow_yaml
+from tests.integration.helpers import running_engine
+from tests.integration.test_engine import spec_for
 from tests.integration.test_events import make_resource, move
 
 SHOP = Principal(team="shop", role=MEMBER, token_id="t-shop")
@@ -149,3 +153,45 @@ async def test_a_members_stream_holds_its_teams_events_only(store: Store) -> Non
                 break
     await events.aclose()
     assert seen == [mine]  # the other team's event came first in the log, and was not shown
+
+
+async def test_a_running_workflow_can_be_cancelled_and_retried(
+    store: Store, make_provider: ProviderFactory, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    flag = tmp_path / "slow"
+    flag.write_text("yes")
+    script = f"echo $$ > '{pid_file}'\nif [ -f '{flag}' ]; then sleep 30; fi\necho done"
+    wf = workflow_yaml(
+        "provision-test",
+        f"- name: nap\n  type: policy\n  config:\n    script: |\n      {script.replace(chr(10), chr(10) + '      ')}\n",
+    )
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    svc = services(store, catalog)
+    async with running_engine(store, catalog, lease_seconds=1.5) as engine:
+        svc.engine = engine
+        await changes.submit(svc, DEV_ADMIN, spec_for("cancel-app"))
+        async with asyncio.timeout(10):
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.05)
+        pid = int(pid_file.read_text())
+        [db] = await reads.resources(svc, DEV_ADMIN, application="cancel-app")
+        run_id = db.workflow_execution_id
+        with pytest.raises(NotFound):
+            await changes.cancel_workflow(svc, SHOP, run_id)  # another team's run looks unknown
+        cancelled = await changes.cancel_workflow(svc, DEV_ADMIN, run_id)
+        assert cancelled.status == "CANCELLED"
+        async with asyncio.timeout(5):  # the engine kills the step's process group at its next renewal
+            while (
+                Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+            ):
+                await asyncio.sleep(0.1)
+        [db] = await reads.resources(svc, DEV_ADMIN, application="cancel-app")
+        assert db.state == "FAILED" and db.error_message.startswith("cancelled: workflow provision-test")
+        with pytest.raises(BadInput, match="only a RUNNING workflow can be cancelled"):
+            await changes.cancel_workflow(svc, DEV_ADMIN, run_id)
+        flag.unlink()
+        await changes.retry_resource(svc, DEV_ADMIN, db.id)
+        async with asyncio.timeout(15):
+            while (await reads.resources(svc, DEV_ADMIN, application="cancel-app"))[0].state != "ACTIVE":
+                await asyncio.sleep(0.1)

@@ -177,6 +177,15 @@ class Mutation:
         )
 
     @strawberry.mutation(
+        description="Stop a RUNNING workflow: it becomes CANCELLED (its step's processes are killed within "
+        "seconds) and its resource FAILED, so retryResource can run it again."
+    )
+    async def cancel_workflow(self, info: Info, id: strawberry.ID) -> WorkflowExecution:
+        return WorkflowExecution.from_row(
+            await changes.cancel_workflow(info.context.services, info.context.caller, str(id))
+        )
+
+    @strawberry.mutation(
         description="Re-read every provider source (admin only). A broken source leaves the previous catalog "
         "in place and says why; running workflows are not disturbed."
     )

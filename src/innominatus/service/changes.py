@@ -1,5 +1,5 @@
 """The changes callers start: submit a spec, update a resource, delete an application, retry a
-resource. Each counts against the caller's mutation budget, checks what the caller may touch, runs in
+resource, cancel a workflow. Each counts against the caller's mutation budget, checks what the caller may touch, runs in
 one transaction and refuses with a ServiceError that changes nothing."""
 
 from __future__ import annotations
@@ -8,13 +8,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from innominatus import operations, specs
+from innominatus import lifecycle, operations, specs
 from innominatus.auth import Principal
 from innominatus.db import models
+from innominatus.executions import cancel_execution
+from innominatus.operations import BUSY
 from innominatus.problems import Problem
 from innominatus.score import MAX_SPEC_BYTES, SpecError
 from innominatus.service.context import Services
 from innominatus.service.errors import BadInput, Forbidden, NotFound, TooLarge
+from innominatus.states import ResourceState, WorkflowStatus
 
 
 async def submit(services: Services, caller: Principal, text: str | bytes) -> specs.SubmitResult:
@@ -66,6 +69,28 @@ async def retry_resource(services: Services, caller: Principal, resource_id: str
             return resource
     except operations.OperationError as exc:
         raise BadInput(str(exc), exc.problems) from None
+
+
+async def cancel_workflow(
+    services: Services, caller: Principal, workflow_id: str
+) -> models.WorkflowExecution:
+    """Stop a running workflow: the run is CANCELLED (its engine kills the step's processes at its next
+    lease renewal) and its resource FAILED, so `retryResource` can run it again later."""
+    services.count_change(caller)
+    async with services.store.transaction() as session:
+        run = await session.get(models.WorkflowExecution, workflow_id)
+        if run is None or not caller.can_see(run.team):
+            raise NotFound("workflow", workflow_id)
+        _, resource = await _locked_resource(session, caller, run.resource_id)
+        await session.refresh(run, with_for_update=True)  # after the resource: the system's lock order
+        if run.status != WorkflowStatus.RUNNING:
+            message = f"workflow {workflow_id} is {run.status}; only a RUNNING workflow can be cancelled"
+            raise BadInput(message, [Problem("id", f"workflow is {run.status}, not RUNNING")])
+        reason = f"cancelled: workflow {run.workflow_name} ({run.id})"
+        await cancel_execution(session, run, reason)
+        if resource.workflow_execution_id == run.id and resource.state in BUSY:
+            await lifecycle.transition(session, resource, ResourceState.FAILED, reason)
+        return run
 
 
 async def _locked_resource(
