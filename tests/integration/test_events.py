@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from innominatus import events, lifecycle
 from innominatus.db import models
 from innominatus.events import EventFilter, StateEvent, stream
 from innominatus.states import ResourceState
 from innominatus.store import Store
+from tests.integration.test_query_counts import counting
 
 
 async def make_resource(store: Store, app: str, name: str = "db") -> str:
@@ -176,3 +179,39 @@ async def test_commit_order_follows_sequence_order(store: Store) -> None:
     await asyncio.gather(slow(), fast())
     assert published == sorted(published)
     assert len(published) == 2
+
+
+async def test_a_replay_holds_one_page_of_history_at_a_time(store: Store) -> None:
+    rid = await make_resource(store, "paged-replay")
+    for state in [ResourceState.PROVISIONING, ResourceState.ACTIVE] + [
+        ResourceState.UPDATING,
+        ResourceState.ACTIVE,
+    ] * 4:
+        await move(store, rid, state)
+    expected = await _all_sequences(store, rid)
+    assert len(expected) >= 8
+    events = stream(store, EventFilter(resource_id=rid), 0, page=3)
+    with counting(store) as statements:
+        got = [e.sequence async for e in _until(events, expected[-1])]
+    assert got == expected  # everything, in order
+    pages = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM events" in s]
+    assert len(pages) == -(-len(expected) // 3)  # one query per page of three: never the whole history
+
+
+async def _all_sequences(store: Store, rid: str) -> list[int]:
+    async with store.session() as session:
+        rows = await session.scalars(
+            select(models.Event.sequence)
+            .where(models.Event.resource_id == rid)
+            .order_by(models.Event.sequence)
+        )
+        return [int(s) for s in rows]
+
+
+async def _until(events: Any, last: int) -> Any:
+    async with asyncio.timeout(10):
+        async for event in events:
+            yield event
+            if event.sequence == last:
+                await events.aclose()
+                return

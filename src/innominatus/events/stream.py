@@ -65,22 +65,28 @@ async def load_events(
 
 
 async def stream(
-    store: Store, flt: EventFilter, after_sequence: int | None = None, *, watch: Watch | None = None
+    store: Store,
+    flt: EventFilter,
+    after_sequence: int | None = None,
+    *,
+    watch: Watch | None = None,
+    page: int = REPLAY_BATCH,
 ) -> AsyncIterator[StateEvent]:
     """Replay then live. Ends with SubscriberTooSlow (saying where to resume) if the subscriber falls
-    behind, and with Revoked once `watch` says its credentials are gone."""
+    behind, and with Revoked once `watch` says its credentials are gone. A replay holds one `page` of
+    events at a time, however long the history."""
     hub = store.hub
     cursor = await store.sequencer.high_water() if after_sequence is None else after_sequence
     while after_sequence is not None:
         upto = await store.sequencer.high_water()
         while cursor < upto:
-            page = await load_events(store, flt, cursor, upto=upto)
-            for event in page:
+            events = await load_events(store, flt, cursor, upto=upto, limit=page)
+            for event in events:
                 if watch is not None and watch.revoked:
                     raise Revoked
                 cursor = event.sequence
                 yield event
-            if len(page) < REPLAY_BATCH:
+            if len(events) < page:
                 cursor = upto  # nothing else of ours up to there
         if hub.published == upto:
             break  # caught up: join the live stream right now, with no await in between
