@@ -38,9 +38,15 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from innominatus.app import MAX_BODY_BYTES, create_app
+    from innominatus.db import embedded
     from innominatus.providers import CatalogError
 
     settings = _settings(args)
+    try:
+        lock = embedded.hold(settings.database_url)  # noqa: F841 - held for the process's life
+    except embedded.InUse as exc:
+        print(f"innominatus: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         app = create_app(settings)
     except CatalogError as exc:
