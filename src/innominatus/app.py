@@ -8,10 +8,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,6 +30,7 @@ from innominatus.auth import bearer
 from innominatus.config import Settings
 from innominatus.db import database
 from innominatus.engine import Engine
+from innominatus.metrics import Metrics
 from innominatus.providers import Catalog, load_catalog
 from innominatus.ratelimit import RateLimiter, parse_rate
 from innominatus.sealing import SecretBox
@@ -96,6 +98,13 @@ async def _close(connection: WebSocket, code: int, reason: str) -> None:
         await connection.close(code, reason)
 
 
+async def metrics_text(request: Request) -> Response:
+    """Prometheus text format; no token (no team or application names in it)."""
+    metrics: Metrics = request.app.state.metrics
+    body = await metrics.render(request.app.state.services.store, request.app.state.engine)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def health(_: Request) -> JSONResponse:
     return JSONResponse({"status": "healthy"})
 
@@ -132,12 +141,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Shown once, on stdout, for the operator: it is stored only as a hash.
             print(f"innominatus: created admin token (shown once, keep it safe): {created}", flush=True)
             sys.stdout.flush()
+        metrics = Metrics()
+        store.hub.add_listener(metrics.on_event)
         orchestrator = Engine(
             store,
             catalog,
             concurrency=settings.concurrency,
             sweep_interval=settings.sweep_interval,
             lease_seconds=settings.lease_seconds,
+            metrics=metrics,
         )
         services = Services(
             store=store,
@@ -159,6 +171,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.reload_catalog = reload_catalog
         app.state.services = services
         app.state.engine = orchestrator
+        app.state.metrics = metrics
         with pidfd_child_watcher():
             await orchestrator.start()
             try:
@@ -178,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/health", health),
             Route("/ready", ready),
+            Route("/metrics", metrics_text),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *rest.routes,

@@ -46,6 +46,7 @@ class Claim:
     secrets: set[str] = field(default_factory=set)  # plaintext secret values this run may print: masked
     team: str | None = None
     started_step: int | None = None  # the step whose first attempt the claim itself recorded as RUNNING
+    requested_at: datetime | None = None  # when its resource became REQUESTED (a create's claim only)
 
 
 # The first dependency of a resource that is not ACTIVE (NULL: ready), per dialect's JSON functions.
@@ -118,6 +119,7 @@ class Claimer:
         metadata, siblings = await self._context(session, ready)
         claims: list[Claim] = []
         for resource in ready:
+            requested_at = resource.updated_at  # its last transition: to REQUESTED
             try:
                 resolution = catalog.resolve(resource.type, Operation.CREATE, resource.resource_class)
                 live = siblings.get(resource.application_id, {})
@@ -141,6 +143,7 @@ class Claimer:
             )
             claim = self._claim_for(resource, execution, resolution.workflow, [], inputs, live)
             claim.started_step = 0 if resolution.workflow.definition.steps else None
+            claim.requested_at = requested_at
             claims.append(claim)
         return claims
 

@@ -8,7 +8,8 @@ anything is stored or streamed.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,9 @@ from innominatus.states import Operation, ResourceState, StepStatus, WorkflowSta
 from innominatus.store import Store
 from innominatus.workflows.definition import Step
 from innominatus.workflows.policy import StepResult
+
+if TYPE_CHECKING:
+    from innominatus.metrics import Metrics
 
 SUCCESS_STATE = {
     Operation.CREATE: ResourceState.ACTIVE,
@@ -50,10 +54,13 @@ def _appended(logs: str) -> Any:
 
 
 class StepRecorder:
-    def __init__(self, store: Store, claim: Claim, worker_id: str) -> None:
+    def __init__(self, store: Store, claim: Claim, worker_id: str, metrics: Metrics | None = None) -> None:
         self.store = store
         self.claim = claim
         self.worker_id = worker_id
+        self.metrics = metrics
+        self.outcome: str | None = None  # the run's final status, once `finish` stored it
+        self._attempt_started = 0.0
         self.current: int | None = None
         self.attempt = 1
         self._unwritten: tuple[int, dict[str, Any]] | None = None  # a final step result not stored yet
@@ -62,6 +69,7 @@ class StepRecorder:
 
     async def attempt_started(self, index: int, step: Step) -> int:
         self.current = index
+        self._attempt_started = time.monotonic()
         if index == self.claim.started_step:
             self.claim.started_step = None  # the claim's transaction recorded this first attempt
             attempt = 1
@@ -88,6 +96,8 @@ class StepRecorder:
     async def attempt_finished(
         self, index: int, step: Step, attempt: int, result: StepResult, final: bool
     ) -> None:
+        if self.metrics is not None:
+            self.metrics.step_seconds.labels(type=step.type).observe(time.monotonic() - self._attempt_started)
         declared = self.claim.workflow.definition.sensitive_outputs
         # This step's own secret outputs are known only now: they are masked before anything is stored.
         self.claim.secrets |= secret_values(result.outputs, declared)
@@ -161,6 +171,7 @@ class StepRecorder:
             )
             if ours is None:
                 return  # cancelled or taken over meanwhile: not ours to finish
+            self.outcome = WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED
             await self._write_unwritten(session)
             if error:
                 await self._close_steps(session, error, now)

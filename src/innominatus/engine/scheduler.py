@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +23,9 @@ from innominatus.events import StateEvent
 from innominatus.providers import Catalog
 from innominatus.states import Operation, ResourceState, WorkflowStatus
 from innominatus.store import Store
+
+if TYPE_CHECKING:
+    from innominatus.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +45,14 @@ class Engine:
         concurrency: int = 16,
         sweep_interval: float = 30.0,
         lease_seconds: float = 15.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.concurrency = concurrency
         self.sweep_interval = sweep_interval
         self.lease = timedelta(seconds=lease_seconds)
+        self.metrics = metrics
         self.worker_id = f"engine-{uuid.uuid4().hex[:12]}"
         self.claimer = Claimer(store.box, store.dialect, self.worker_id, self.lease)
         self._wake = asyncio.Event()
@@ -187,8 +194,15 @@ class Engine:
             return  # a finishing run wakes the loop again while there is a backlog
         self._start(await self._claim(free))
 
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
     def _start(self, claims: list[Claim]) -> None:
+        now = utcnow()
         for claim in claims:
+            if self.metrics is not None and claim.requested_at is not None:
+                self.metrics.claim_lag.observe(max((now - claim.requested_at).total_seconds(), 0.0))
             earlier = self._running.get(self._by_resource.get(claim.resource_id, ("", ""))[0])
             task = asyncio.create_task(self._run(claim, earlier), name=f"workflow-{claim.execution_id}")
             self._running[claim.execution_id] = task
@@ -238,5 +252,13 @@ class Engine:
         if earlier is not None:
             # A cancelled run of the same resource: its process group is gone before this one starts.
             await asyncio.wait([earlier])
-        recorder = StepRecorder(self.store, claim, self.worker_id)
-        await run_claim(claim, recorder, self.catalog.platform)
+        recorder = StepRecorder(self.store, claim, self.worker_id, self.metrics)
+        started = time.monotonic()
+        status = WorkflowStatus.CANCELLED
+        try:
+            await run_claim(claim, recorder, self.catalog.platform)
+            status = recorder.outcome or WorkflowStatus.CANCELLED
+        finally:
+            if self.metrics is not None:
+                self.metrics.runs.labels(operation=claim.operation, status=status).inc()
+                self.metrics.run_seconds.labels(operation=claim.operation).observe(time.monotonic() - started)
