@@ -30,6 +30,7 @@ from innominatus.auth import bearer
 from innominatus.config import Settings
 from innominatus.db import database
 from innominatus.engine import Engine
+from innominatus.logs import RequestId
 from innominatus.metrics import Metrics
 from innominatus.providers import Catalog, load_catalog
 from innominatus.ratelimit import RateLimiter, parse_rate
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *rest.routes,
         ],
         middleware=[
+            Middleware(RequestId),
             *([Middleware(LoopbackOnly)] if settings.dev else []),
             Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES),
         ],

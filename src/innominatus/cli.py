@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from innominatus import logs
 from innominatus.config import Settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -68,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
         ws="websockets-sansio",
         ws_max_size=MAX_BODY_BYTES,  # a websocket message obeys the HTTP body limit (else closed, 1009)
         loop="asyncio",
+        # JSON lines: uvicorn's own loggers go through ours (its config would give them text handlers).
+        **({"log_config": None} if _log_format() == "json" else {}),
     )
     return EXIT_OK
 
@@ -259,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_format() -> str:
+    return os.environ.get("INNOMINATUS_LOG_FORMAT", "text").strip().lower() or "text"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -266,9 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed the usage error
         return EXIT_USAGE if exc.code else EXIT_OK
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
-    logging.basicConfig(
-        level=getattr(args, "log_level", "warning").upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        logs.configure(getattr(args, "log_level", "warning"), _log_format())
+    except ValueError as exc:
+        print(f"innominatus: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from innominatus import commands
     from innominatus.client import ClientError
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +108,52 @@ async def test_metrics_count_this_replicas_work_and_the_databases_resources(serv
     assert found[("innominatus_engine_running", ())] == 0
     assert found[("innominatus_subscriptions", ())] == 0
     assert found[("innominatus_resources", (("state", "REQUESTED"),))] == 0
+
+
+def test_json_log_lines_carry_the_request_and_run_ids(tmp_path: Path) -> None:
+    with run_server(tmp_path, env={"INNOMINATUS_LOG_FORMAT": "json"}) as srv:
+        spec = (
+            "apiVersion: score.dev/v1b1\nmetadata:\n  name: logged-app\ncontainers:\n  main:\n    image: a\n"
+            "resources:\n  db:\n    type: postgres-mock\n    properties:\n      db_name: logged\n"
+        )
+        response = httpx.post(
+            srv.graphql,
+            json={
+                "query": "mutation($s: String!) { submitSpec(spec: $s) { resources { id } } }",
+                "variables": {"s": spec},
+            },
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Request-ID": "req-42"},
+        )
+        assert response.headers["x-request-id"] == "req-42"
+        [resource] = response.json()["data"]["submitSpec"]["resources"]
+        odd = httpx.get(srv.url + "/health", headers={"X-Request-ID": "not a plain token"})
+        assert odd.headers["x-request-id"] != "not a plain token" and len(odd.headers["x-request-id"]) == 32
+        deadline = time.monotonic() + 30
+        while "workflow_id" not in srv.output():
+            assert time.monotonic() < deadline, srv.output()
+            time.sleep(0.1)
+        time.sleep(0.3)
+        lines = [json.loads(line) for line in srv.output().splitlines() if line.strip()]  # every line JSON
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line.get("request_id") == "req-42" and "/graphql" in line["message"] for line in lines), lines
+    [run] = [line for line in lines if "workflow_id" in line]
+    assert run["application"] == "logged-app" and run["resource_id"] == resource["id"]
+    assert "create workflow provision-postgres-mock SUCCEEDED" in run["message"]
+    assert run["request_id"] == "req-42"  # the run its submission started carries the submission's id
+
+
+def test_an_unknown_log_format_is_refused(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")} | {
+        "INNOMINATUS_LOG_FORMAT": "xml"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "innominatus.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "INNOMINATUS_LOG_FORMAT: must be one of text, json, got 'xml'" in done.stderr

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from innominatus import logs
 from innominatus.db.models import Resource, WorkflowExecution, utcnow
 from innominatus.engine.claims import ANY_CLAIMABLE, Claim, Claimer
 from innominatus.engine.recorder import StepRecorder
@@ -252,6 +253,9 @@ class Engine:
         if earlier is not None:
             # A cancelled run of the same resource: its process group is gone before this one starts.
             await asyncio.wait([earlier])
+        logs.bind(
+            application=claim.app["name"], resource_id=claim.resource_id, workflow_id=claim.execution_id
+        )
         recorder = StepRecorder(self.store, claim, self.worker_id, self.metrics)
         started = time.monotonic()
         status = WorkflowStatus.CANCELLED
@@ -259,6 +263,8 @@ class Engine:
             await run_claim(claim, recorder, self.catalog.platform)
             status = recorder.outcome or WorkflowStatus.CANCELLED
         finally:
+            seconds = time.monotonic() - started
+            log.info("%s workflow %s %s in %.2fs", claim.operation, claim.workflow.name, status, seconds)
             if self.metrics is not None:
                 self.metrics.runs.labels(operation=claim.operation, status=status).inc()
-                self.metrics.run_seconds.labels(operation=claim.operation).observe(time.monotonic() - started)
+                self.metrics.run_seconds.labels(operation=claim.operation).observe(seconds)
