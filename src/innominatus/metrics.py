@@ -69,7 +69,7 @@ class Metrics:
         self.events.inc()
 
     async def render(self, store: Store, engine: Engine | None) -> bytes:
-        counts = dict((await store.rows(select(Resource.state, func.count()).group_by(Resource.state))) or [])
+        counts = dict(await store.rows(select(Resource.state, func.count()).group_by(Resource.state)))
         for state in ResourceState:
             self.resources.labels(state=state.value).set(counts.get(state.value, 0))
         self.subscriptions.set(store.hub.subscriber_count)

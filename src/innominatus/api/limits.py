@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from innominatus.api.answers import send_json
 
 
 class BodyTooLarge(Exception):
@@ -57,15 +57,4 @@ class BodySizeLimit:
                 "data": None,
                 "errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}],
             }
-        body = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, payload)

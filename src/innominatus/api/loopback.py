@@ -4,10 +4,11 @@ and a browser's `Origin`, when sent, must be loopback too (a page elsewhere open
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from innominatus.api.answers import send_json
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -36,18 +37,7 @@ class LoopbackOnly:
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4403, "reason": problem})
         else:
-            body = json.dumps({"error": problem, "problems": []}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, 403, {"error": problem, "problems": []})
 
     @staticmethod
     def _problem(host: str | None, origin: str | None) -> str | None:
