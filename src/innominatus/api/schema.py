@@ -26,6 +26,9 @@ from innominatus.api.types import (
     ApiToken,
     Application,
     CreatedToken,
+    Graph,
+    GraphEdge,
+    GraphNode,
     Provider,
     Resource,
     ResourceState,
@@ -38,6 +41,7 @@ from innominatus.api.types import (
 )
 from innominatus.events import Revoked, SubscriberTooSlow
 from innominatus.service import ServiceError, admin, changes, reads, watches
+from innominatus.service import graph as graphs
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 
@@ -123,6 +127,22 @@ class Query:
     async def workflow(self, info: Info, id: strawberry.ID) -> WorkflowExecution:
         return WorkflowExecution.from_row(
             await reads.workflow(info.context.services, info.context.caller, str(id))
+        )
+
+    @strawberry.field(
+        description="Application → resources → provider → workflow, and resource dependencies, for one "
+        "application or every visible one; also as Mermaid and DOT text."
+    )
+    async def graph(self, info: Info, application: str | None = None) -> Graph:
+        found = await graphs.graph(info.context.services, info.context.caller, application)
+        return Graph(
+            nodes=[GraphNode(id=strawberry.ID(n.id), kind=n.kind, label=n.label) for n in found.nodes],
+            edges=[
+                GraphEdge(source=strawberry.ID(e.source), target=strawberry.ID(e.target), label=e.label)
+                for e in found.edges
+            ],
+            mermaid=graphs.mermaid(found),
+            dot=graphs.dot(found),
         )
 
     @strawberry.field(description="API tokens (admin only); never the tokens themselves.")

@@ -380,3 +380,25 @@ class ApiToken:
 class CreatedToken:
     token: str = strawberry.field(description="The token itself: shown only now, stored only as a hash.")
     info: ApiToken
+
+
+@strawberry.type
+class GraphNode:
+    id: strawberry.ID
+    kind: str = strawberry.field(description="application, resource, provider or workflow")
+    label: str
+
+
+@strawberry.type
+class GraphEdge:
+    source: strawberry.ID
+    target: strawberry.ID
+    label: str = strawberry.field(description="has, depends on, provided by or runs")
+
+
+@strawberry.type
+class Graph:
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    mermaid: str = strawberry.field(description="The same graph as a Mermaid flowchart.")
+    dot: str = strawberry.field(description="The same graph in Graphviz DOT.")
