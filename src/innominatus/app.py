@@ -21,7 +21,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from innominatus import auth
-from innominatus.api import rest
+from innominatus.api import rest, web
 from innominatus.api.context import Context, Services
 from innominatus.api.limits import BodySizeLimit
 from innominatus.api.loopback import LoopbackOnly
@@ -61,6 +61,10 @@ class GraphQLApp(GraphQL[Context, None]):
                 watch, end = watched
                 watch.detach(end)
                 scope["app"].state.services.authenticator.unwatch(watch)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our own GraphiQL build, served from here (Strawberry's page loads it from a CDN).
+        return web.graphiql()
 
     async def get_context(self, request: Request | WebSocket, response: object) -> Context:
         services: Services = request.app.state.services
@@ -202,5 +206,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *([Middleware(LoopbackOnly)] if settings.dev else []),
             Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES),
         ],
+            *web.routes,
         lifespan=lifespan,
     )

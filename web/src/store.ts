@@ -1,0 +1,82 @@
+import { SequenceTracker } from "./sequence";
+
+export interface ResourceRow {
+  id: string;
+  application: string;
+  name: string;
+  type: string;
+  state: string;
+  updatedAt: string;
+}
+
+export interface StateEvent {
+  sequence: number;
+  resourceId: string;
+  toState: string;
+  resource: ResourceRow;
+}
+
+export const RESOURCE_EVENTS = `subscription($after: Int) {
+  resourceStateChanged(afterSequence: $after) {
+    sequence resourceId toState
+    resource { id application name type state updatedAt }
+  }
+}`;
+
+/**
+ * Every visible resource, built from the resourceStateChanged stream alone: the first subscription
+ * replays the history (afterSequence 0), later ones resume after the highest sequence applied, so the
+ * table never misses a change and never needs a separate list query racing the stream.
+ */
+export class ResourceStore {
+  readonly tracker = new SequenceTracker();
+  private readonly rows = new Map<string, ResourceRow>();
+  private readonly listeners = new Set<(changed: ResourceRow) => void>();
+  private pending = new Map<string, ResourceRow>();
+  private scheduled = false;
+
+  apply(event: StateEvent): void {
+    if (!this.tracker.accept(event.sequence)) return;
+    const row = { ...event.resource, state: event.toState };
+    this.rows.set(row.id, row);
+    this.pending.set(row.id, row);
+    this.flushSoon();
+  }
+
+  get(id: string): ResourceRow | undefined {
+    return this.rows.get(id);
+  }
+
+  /** Current rows, DELETED ones left out, by application then name. */
+  list(): ResourceRow[] {
+    return [...this.rows.values()]
+      .filter((r) => r.state !== "DELETED")
+      .sort((a, b) => a.application.localeCompare(b.application) || a.name.localeCompare(b.name));
+  }
+
+  applications(): string[] {
+    return [...new Set(this.list().map((r) => r.application))].sort();
+  }
+
+  listen(listener: (changed: ResourceRow) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // A replay brings many events at once: render once per frame, not once per event.
+  private flushSoon(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const flush = () => {
+      this.scheduled = false;
+      const changed = [...this.pending.values()];
+      this.pending = new Map();
+      for (const row of changed) for (const listener of this.listeners) listener(row);
+    };
+    if (typeof requestAnimationFrame === "function" && document.visibilityState === "visible") {
+      requestAnimationFrame(flush);
+    } else {
+      setTimeout(flush, 0);
+    }
+  }
+}

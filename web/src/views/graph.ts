@@ -1,0 +1,143 @@
+import { h, replace, s } from "../dom";
+import { request } from "../graphql";
+import { type GraphEdge, type GraphNode, KINDS, layout } from "../layout";
+
+const GRAPH = `query($app: String) {
+  graph(application: $app) { nodes { id kind label } edges { source target label } mermaid dot }
+}`;
+const APPLICATIONS = "{ applications(first: 1000) { name } }";
+
+interface GraphAnswer {
+  graph: { nodes: GraphNode[]; edges: GraphEdge[]; mermaid: string; dot: string };
+}
+
+/** The graph of one application (or all visible ones) as an SVG, with Mermaid and DOT text to copy. */
+export function graphView(root: HTMLElement, selected: string | null, choose: (app: string | null) => void): void {
+  const select = h("select", { id: "graph-application" }, h("option", { value: "" }, "All applications"));
+  select.addEventListener("change", () => choose(select.value || null));
+  const figure = h("div", { class: "graph", "aria-live": "polite" }, h("p", { role: "status" }, "Loading the graph…"));
+  const texts = h("div", { class: "graph-texts" });
+  replace(
+    root,
+    h("h1", {}, "Graph"),
+    h(
+      "p",
+      { class: "note" },
+      "Application → resources → provider → workflow, and which resources depend on which.",
+    ),
+    h("div", { class: "field" }, h("label", { for: "graph-application" }, "Application"), select),
+    figure,
+    texts,
+  );
+
+  void request<{ applications: { name: string }[] }>(APPLICATIONS).then(({ applications }) => {
+    for (const app of applications) select.append(h("option", { value: app.name }, app.name));
+    select.value = selected ?? "";
+  });
+
+  request<GraphAnswer>(GRAPH, { app: selected })
+    .then(({ graph }) => {
+      replace(figure, svg(graph.nodes, graph.edges, selected));
+      replace(texts, copyable("Mermaid", graph.mermaid), copyable("DOT", graph.dot));
+    })
+    .catch((error: Error) => replace(figure, h("p", { role: "alert", class: "alert" }, `The graph did not load: ${error.message}`)));
+}
+
+function svg(nodes: GraphNode[], edges: GraphEdge[], selected: string | null): Element {
+  if (!nodes.length) return h("p", {}, "Nothing to draw yet: no application is visible.");
+  const placed = layout(nodes);
+  const at = new Map(placed.nodes.map((n) => [n.id, n]));
+  const title = selected ? `Graph of application ${selected}` : "Graph of all visible applications";
+  const description = `${nodes.length} nodes and ${edges.length} edges: ${KINDS.join(" → ")}.`;
+  const drawn = edges.flatMap((edge, i) => {
+    const from = at.get(edge.source);
+    const to = at.get(edge.target);
+    if (!from || !to) return [];
+    let path: string;
+    let lx: number;
+    let ly: number;
+    if (from.x === to.x) {
+      // Same column (a dependency between resources): an arc on the right.
+      const x = from.x + from.width;
+      const y1 = from.y + from.height / 2;
+      const y2 = to.y + to.height / 2;
+      const bulge = 40 + Math.abs(y2 - y1) / 4;
+      path = `M ${x} ${y1} C ${x + bulge} ${y1}, ${x + bulge} ${y2}, ${x + 2} ${y2}`;
+      lx = x + bulge * 0.75 + 4;
+      ly = (y1 + y2) / 2;
+    } else {
+      const x1 = from.x + from.width;
+      const y1 = from.y + from.height / 2;
+      const x2 = to.x;
+      const y2 = to.y + to.height / 2;
+      const mid = (x1 + x2) / 2;
+      path = `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`;
+      lx = mid;
+      ly = (y1 + y2) / 2 - 6;
+    }
+    return [
+      s(
+        "g",
+        { class: `edge edge-${edge.label.replace(/\s+/g, "-")}`, "data-edge": String(i) },
+        s("title", {}, `${from.label} ${edge.label} ${to.label}`),
+        s("path", { d: path, "marker-end": "url(#arrow)" }),
+        s("text", { x: lx, y: ly, "text-anchor": "middle" }, edge.label),
+      ),
+    ];
+  });
+  const boxes = placed.nodes.map((n) =>
+    s(
+      "g",
+      { class: `node node-${n.kind}`, "data-node": n.id },
+      s("title", {}, `${n.kind} ${n.label}`),
+      s("rect", { x: n.x, y: n.y, width: n.width, height: n.height, rx: 6 }),
+      s("text", { x: n.x + n.width / 2, y: n.y + n.height / 2 + 4, "text-anchor": "middle" }, n.label),
+    ),
+  );
+  const columns = KINDS.map((kind) => {
+    const first = placed.nodes.find((n) => n.kind === kind);
+    return first ? s("text", { class: "column", x: first.x, y: 20 }, `${kind}s`) : null;
+  });
+  return s(
+    "svg",
+    {
+      role: "img",
+      "aria-labelledby": "graph-title graph-desc",
+      viewBox: `0 0 ${placed.width} ${placed.height}`,
+      width: placed.width,
+      height: placed.height,
+    },
+    s("title", { id: "graph-title" }, title),
+    s("desc", { id: "graph-desc" }, description),
+    s(
+      "defs",
+      {},
+      s(
+        "marker",
+        { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+        s("path", { d: "M 0 0 L 10 5 L 0 10 z" }),
+      ),
+    ),
+    ...columns,
+    ...drawn,
+    ...boxes,
+  );
+}
+
+function copyable(name: string, text: string): HTMLElement {
+  const id = `graph-${name.toLowerCase()}`;
+  const area = h("textarea", { id, readonly: true, rows: 8, spellcheck: "false" });
+  area.value = text;
+  const done = h("span", { role: "status", class: "copied" });
+  const button = h("button", { type: "button" }, `Copy ${name}`);
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      area.select(); // no clipboard permission: leave it selected for Ctrl+C
+      document.execCommand?.("copy");
+    }
+    done.textContent = `${name} copied.`;
+  });
+  return h("div", { class: "copyable" }, h("label", { for: id }, name), area, h("div", {}, button, " ", done));
+}
