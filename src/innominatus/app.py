@@ -200,12 +200,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *rest.routes,
+            *web.routes,
         ],
         middleware=[
             Middleware(RequestId),
             *([Middleware(LoopbackOnly)] if settings.dev else []),
             Middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES),
         ],
-            *web.routes,
         lifespan=lifespan,
     )
