@@ -20,7 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from innominatus import auth
+from innominatus import auth, replicas
 from innominatus.api import rest, web
 from innominatus.api.context import Context, Services
 from innominatus.api.limits import BodySizeLimit
@@ -131,8 +131,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = database.create_engine(settings.database_url)
-        await database.upgrade(engine)
-        store = Store(engine, box=box)
+        async with database.startup_lock(engine):
+            await database.upgrade(engine)
+            store = Store(engine, box=box)
+            created = await auth.bootstrap(store, settings.admin_token)
         await store.sequencer.high_water()  # where this process's live stream starts, before any write
         authenticator = auth.Authenticator(store, dev=settings.dev)
         if settings.dev:
@@ -141,7 +143,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "serving on %s only",
                 settings.host,
             )
-        created = await auth.bootstrap(store, settings.admin_token)
         if created is not None:
             # Shown once, on stdout, for the operator: it is stored only as a hash.
             print(f"innominatus: created admin token (shown once, keep it safe): {created}", flush=True)
@@ -177,11 +178,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.services = services
         app.state.engine = orchestrator
         app.state.metrics = metrics
+        peers = replicas.listener(store, orchestrator)
         with pidfd_child_watcher():
             await orchestrator.start()
+            if peers is not None:
+                peers.start()
             try:
                 yield
             finally:
+                if peers is not None:
+                    await peers.stop()
                 await orchestrator.stop()
                 await authenticator.close()
                 await store.close()

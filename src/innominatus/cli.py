@@ -89,7 +89,8 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     async def run() -> None:
         engine = database.create_engine(settings.database_url)
         try:
-            await database.upgrade(engine)
+            async with database.startup_lock(engine):
+                await database.upgrade(engine)
         finally:
             await engine.dispose()
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus.db.models import Resource, WorkflowExecution, WorkflowStep, new_id, utcnow
+from innominatus.events.listen import CANCEL
 from innominatus.providers import WorkflowRef
 from innominatus.states import StepStatus, WorkflowStatus
 
@@ -23,7 +24,7 @@ def new_execution(
     *,
     inputs: dict[str, Any] | None = None,
     lease_owner: str | None = None,
-    lease: timedelta | None = None,
+    lease_until: Any = None,
     started: bool = False,
 ) -> WorkflowExecution:
     """A RUNNING execution; without a lease it waits for an engine to claim it.
@@ -44,7 +45,9 @@ def new_execution(
         status=WorkflowStatus.RUNNING,
         inputs=inputs or {},
         lease_owner=lease_owner,
-        lease_expires_at=now + lease if lease_owner and lease else None,
+        lease_expires_at=lease_until if lease_owner else None,  # the database's clock (db/clock.py)
+        lease_token=1 if lease_owner else 0,
+        runner=lease_owner,
         deadline_at=now + timedelta(seconds=timeout) if timeout else None,
         started_at=now,
     )
@@ -117,8 +120,12 @@ async def retry_execution(
 
 
 async def cancel_execution(session: AsyncSession, execution: WorkflowExecution, reason: str) -> None:
-    """Mark a run CANCELLED; the engine running it sees this and kills its step's process group."""
+    """Mark a run CANCELLED; the engine running it kills its step's process group when told (PostgreSQL:
+    a notification, delivered to every replica when this transaction commits) and at its next lease
+    renewal at the latest."""
     now = utcnow()
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(select(func.pg_notify(CANCEL, execution.id)))
     execution.status = WorkflowStatus.CANCELLED
     execution.error_message = reason
     execution.finished_at = now

@@ -7,6 +7,8 @@ import asyncio
 import collections
 import contextlib
 import functools
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import inline_read_engine, read_engine, sessionmaker
-from innominatus.events import EventHub, Sequencer
+from innominatus.events import EventHub, Sequencer, StepEvent
+from innominatus.events.relay import StepRelay
 from innominatus.lifecycle import WROTE_EVENTS
 from innominatus.sealing import SecretBox
 
@@ -46,7 +49,11 @@ class Store:
         self._reader = read_engine(engine)
         self._read_sessions = sessionmaker(self._reader)
         self._inline_reader = inline_read_engine(engine)
-        self.sequencer = Sequencer(engine, self._read_sessions, self.hub)
+        # This process among the replicas sharing the database: its engine's lease owner and the origin
+        # of its notifications. Unique per process start (a restarted replica must not own old leases).
+        self.replica = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"
+        self.sequencer = Sequencer(engine, self._read_sessions, self.hub, origin=self.replica)
+        self._step_relay = StepRelay(engine, self.replica) if engine.dialect.name == "postgresql" else None
         # SQLite lets one writer in at a time and makes the others sleep and retry (up to 100 ms a
         # nap); queueing this process's writers here hands the lock over at once instead.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
@@ -112,6 +119,13 @@ class Store:
                 # SQLite: still in the writers' queue, so events are published in commit order.
                 await self.sequencer.flush(written)
 
+    def publish_step(self, event: StepEvent) -> None:
+        """A step event of a run in this process: to this process's subscribers, and to the other
+        replicas' (PostgreSQL)."""
+        self.hub.publish_step(event)
+        if self._step_relay is not None:
+            self._step_relay.push(event)
+
     @staticmethod
     def on_end(session: AsyncSession, hook: Callable[[bool], None]) -> None:
         """Call `hook(committed)` when this transaction has ended, before its events are published."""
@@ -119,6 +133,8 @@ class Store:
 
     async def close(self) -> None:
         self.sequencer.close()
+        if self._step_relay is not None:
+            self._step_relay.close()
         if self._reader.sync_engine.pool is not self.engine.sync_engine.pool:
             await self._reader.dispose()
         if self._inline_reader is not None:

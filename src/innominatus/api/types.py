@@ -116,6 +116,9 @@ class WorkflowExecution:
     resource_id: strawberry.Private[str]
     application_name: str
     retry_of_id: strawberry.Private[str | None]
+    runner: str | None = strawberry.field(
+        description="The replica that ran (or runs) it: host name and a per-start suffix."
+    )
 
     @classmethod
     def from_row(cls, row: models.WorkflowExecution) -> WorkflowExecution:
@@ -131,6 +134,7 @@ class WorkflowExecution:
             resource_id=row.resource_id,
             application_name=row.application_name,
             retry_of_id=row.retry_of,
+            runner=row.runner,
         )
 
     @strawberry.field(description="The execution this one retries, if it is a retry.")

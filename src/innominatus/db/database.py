@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,26 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         return
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), revision))
+
+
+# Session-level advisory lock keys (PostgreSQL), fixed numbers so every replica picks the same ones.
+STARTUP_LOCK = zlib.crc32(b"innominatus:startup")
+
+
+@contextlib.asynccontextmanager
+async def startup_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Replicas starting together on one PostgreSQL database take turns here: the first migrates and
+    bootstraps the admin token, the others then find both done. SQLite serves one process (embedded.py)."""
+    if is_sqlite(engine):
+        yield
+        return
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+        try:
+            yield
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
 
 
 async def ping(engine: AsyncEngine) -> bool:

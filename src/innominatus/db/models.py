@@ -194,6 +194,9 @@ class WorkflowExecution(Base):
     # Which engine instance runs it and until when that claim holds (crash recovery).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Grows with every claim; writes naming an older token are refused (fencing, engine/recorder.py).
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    runner: Mapped[str | None] = mapped_column(String(64))  # the replica that ran it (last claim)
     retry_of: Mapped[str | None] = mapped_column(String(36))
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # workflow-level timeout
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, literal_column, or_, select, text, update
+from sqlalchemy import bindparam, func, literal_column, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
+from innominatus.db import clock
 from innominatus.db.models import Application, Resource, WorkflowExecution, WorkflowStep, utcnow
 from innominatus.executions import new_execution, steps_in
 from innominatus.operations import live_resources
@@ -47,6 +48,7 @@ class Claim:
     team: str | None = None
     started_step: int | None = None  # the step whose first attempt the claim itself recorded as RUNNING
     requested_at: datetime | None = None  # when its resource became REQUESTED (a create's claim only)
+    token: int = 1  # the lease's fencing token: every write of this run names it (engine/recorder.py)
 
 
 # The first dependency of a resource that is not ACTIVE (NULL: ready), per dialect's JSON functions.
@@ -80,6 +82,7 @@ ANY_CLAIMABLE = select(Resource.id).where(text(_CLAIMABLE)).limit(1)
 class Claimer:
     def __init__(self, box: SecretBox, dialect: str, worker_id: str, lease: timedelta) -> None:
         self.box = box
+        self.dialect = dialect
         self.postgres = dialect == "postgresql"
         self.worker_id = worker_id
         self.lease = lease
@@ -135,7 +138,7 @@ class Claimer:
                 Operation.CREATE,
                 inputs=self.box.seal_all(inputs),
                 lease_owner=self.worker_id,
-                lease=self.lease,
+                lease_until=clock.later(self.dialect, self.lease),
                 started=True,
             )
             await lifecycle.transition(
@@ -199,13 +202,16 @@ class Claimer:
     async def runs(
         self, session: AsyncSession, catalog: Catalog, limit: int, running: set[str]
     ) -> list[Claim]:
-        now = utcnow()
+        # Expiry is judged by the database's clock: replicas' clocks may differ, the database's is one.
         query = self._locking(
             select(WorkflowExecution, Resource)
             .join(Resource, Resource.id == WorkflowExecution.resource_id)
             .where(
                 WorkflowExecution.status == WorkflowStatus.RUNNING,
-                or_(WorkflowExecution.lease_owner.is_(None), WorkflowExecution.lease_expires_at < now),
+                or_(
+                    WorkflowExecution.lease_owner.is_(None),
+                    WorkflowExecution.lease_expires_at < clock.now(self.dialect),
+                ),
             )
             .order_by(WorkflowExecution.started_at)
             .limit(limit),
@@ -221,7 +227,7 @@ class Claimer:
                 siblings[resource.application_id] = await live_resources(session, resource.application_id)
             try:
                 claim = await self._claim_run(
-                    session, catalog, execution, resource, siblings[resource.application_id], steps, now
+                    session, catalog, execution, resource, siblings[resource.application_id], steps
                 )
             except ValueError as exc:  # sealed inputs or outputs that this server's key cannot open
                 claim = None
@@ -243,7 +249,6 @@ class Claimer:
         resource: Resource,
         siblings: dict[str, Resource],
         steps: dict[str, list[WorkflowStep]],
-        now: datetime,
     ) -> Claim | None:
         if execution.operation == Operation.DELETE and any(
             resource.name in other.depends_on for other in siblings.values() if other.id != resource.id
@@ -275,25 +280,38 @@ class Claimer:
                 "resuming execution %s of %s (its engine stopped)", execution.id, execution.workflow_name
             )
         execution.lease_owner = self.worker_id
-        execution.lease_expires_at = now + self.lease
+        execution.lease_expires_at = clock.later(self.dialect, self.lease)
+        execution.lease_token += 1  # the previous owner's writes are refused from now on
+        execution.runner = self.worker_id
         rows = [
             {"status": s.status, "outputs": self.box.open(s.outputs), "attempts": s.attempts}
             for s in steps.get(execution.id, [])
         ]
-        return self._claim_for(resource, execution, workflow, rows, inputs, siblings)
+        claim = self._claim_for(resource, execution, workflow, rows, inputs, siblings)
+        claim.token = execution.lease_token
+        return claim
 
-    async def next_expiry(self, session: AsyncSession) -> datetime | None:
-        """When the earliest lease another engine holds runs out (its run may then need resuming)."""
-        return await session.scalar(
-            select(WorkflowExecution.lease_expires_at)
+    async def next_expiry(self, session: AsyncSession) -> float | None:
+        """In how many seconds the earliest lease another engine holds runs out, by the database's clock
+        (its run may then need resuming); None when there is none."""
+        earliest = (
+            select(func.min(WorkflowExecution.lease_expires_at))
             .where(
                 WorkflowExecution.status == WorkflowStatus.RUNNING,
                 WorkflowExecution.lease_owner.is_not(None),
                 WorkflowExecution.lease_owner != self.worker_id,
             )
-            .order_by(WorkflowExecution.lease_expires_at)
-            .limit(1)
+            .scalar_subquery()
         )
+        if self.postgres:
+            seconds = await session.scalar(select(func.extract("epoch", earliest - clock.now(self.dialect))))
+            return None if seconds is None else float(seconds)
+        moment = await session.scalar(select(earliest))
+        if moment is None:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return (moment - utcnow()).total_seconds()
 
     # ----------------------------------------------------------------------------------------- leases
 
@@ -314,7 +332,7 @@ class Claimer:
         await session.execute(
             update(WorkflowExecution)
             .where(WorkflowExecution.id.in_(mine.scalar_subquery()))
-            .values(lease_expires_at=utcnow() + self.lease)
+            .values(lease_expires_at=clock.later(self.dialect, self.lease))
             .execution_options(synchronize_session=False)
         )
         still = set(

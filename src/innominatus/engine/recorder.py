@@ -9,9 +9,9 @@ anything is stored or streamed.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
@@ -35,6 +35,8 @@ SUCCESS_STATE = {
 }
 
 
+T = TypeVar("T")
+
 STEP_LOG_LIMIT = 2 * 1024 * 1024  # characters of logs a step keeps over all its attempts
 _CUT = "[... earlier attempts' logs cut here: a step keeps 2 MiB ...]\n"
 
@@ -51,6 +53,10 @@ def _appended(logs: str) -> Any:
         ),
         else_=WorkflowStep.logs + logs,
     )
+
+
+class LeaseLost(Exception):
+    """This engine no longer holds the run's lease (taken over, cancelled): its writes are refused."""
 
 
 class StepRecorder:
@@ -78,7 +84,7 @@ class StepRecorder:
                 await self._write_unwritten(session)
                 result = await session.execute(
                     update(WorkflowStep)
-                    .where(self._row(index))
+                    .where(self._row(index), self._fenced())
                     .values(
                         status=StepStatus.RUNNING,
                         attempts=WorkflowStep.attempts + 1,
@@ -88,7 +94,7 @@ class StepRecorder:
                     )
                     .returning(WorkflowStep.attempts)
                 )
-                attempt = int(result.scalar_one())
+                attempt = int(self._accepted(result.scalar_one_or_none()))
         self.attempt = attempt
         self._publish(index, StepStatus.RUNNING, attempt)
         return attempt
@@ -121,7 +127,13 @@ class StepRecorder:
             self.current = None
         else:
             async with self.store.transaction() as session:
-                await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
+                result = await session.execute(
+                    update(WorkflowStep)
+                    .where(self._row(index), self._fenced())
+                    .values(**values)
+                    .returning(WorkflowStep.id)
+                )
+                self._accepted(result.scalar_one_or_none())
         self._publish(index, status, attempt)
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
@@ -158,6 +170,7 @@ class StepRecorder:
                     WorkflowExecution.id == claim.execution_id,
                     WorkflowExecution.status == WorkflowStatus.RUNNING,
                     WorkflowExecution.lease_owner == self.worker_id,
+                    WorkflowExecution.lease_token == claim.token,
                 )
                 .values(
                     status=WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
@@ -172,7 +185,7 @@ class StepRecorder:
             if ours is None:
                 return  # cancelled or taken over meanwhile: not ours to finish
             self.outcome = WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED
-            await self._write_unwritten(session)
+            await self._write_unwritten(session, fenced=False)
             if error:
                 await self._close_steps(session, error, now)
                 await lifecycle.transition(session, resource, ResourceState.FAILED, error)
@@ -212,17 +225,39 @@ class StepRecorder:
 
     # ---------------------------------------------------------------------------------------- shared
 
-    async def _write_unwritten(self, session: AsyncSession) -> None:
+    async def _write_unwritten(self, session: AsyncSession, *, fenced: bool = True) -> None:
+        """`fenced=False`: the caller has just checked the lease itself (the run's finish)."""
         if self._unwritten is not None:
             index, values = self._unwritten
-            await session.execute(update(WorkflowStep).where(self._row(index)).values(**values))
+            result = await session.execute(
+                update(WorkflowStep)
+                .where(self._row(index), self._fenced() if fenced else True)
+                .values(**values)
+                .returning(WorkflowStep.id)
+            )
             self._unwritten = None
+            self._accepted(result.scalar_one_or_none())
 
     def _row(self, index: int) -> Any:
         return (WorkflowStep.execution_id == self.claim.execution_id) & (WorkflowStep.position == index)
 
+    def _fenced(self) -> Any:
+        """Every write to the run's steps holds only while this engine still owns the run's lease with
+        the token it claimed it under; after a takeover or a cancel the new owner's record stands."""
+        return exists().where(
+            WorkflowExecution.id == self.claim.execution_id,
+            WorkflowExecution.status == WorkflowStatus.RUNNING,
+            WorkflowExecution.lease_owner == self.worker_id,
+            WorkflowExecution.lease_token == self.claim.token,
+        )
+
+    def _accepted(self, written: T | None) -> T:
+        if written is None:
+            raise LeaseLost(f"execution {self.claim.execution_id} is no longer this engine's to write")
+        return written
+
     def _publish(self, index: int, status: str, attempts: int, line: str | None = None) -> None:
-        self.store.hub.publish_step(
+        self.store.publish_step(
             StepEvent(
                 workflow_id=self.claim.execution_id,
                 application_name=self.claim.app["name"],

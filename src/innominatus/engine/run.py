@@ -10,7 +10,7 @@ from datetime import datetime
 from innominatus.admin_config import AdminConfig
 from innominatus.db.models import utcnow
 from innominatus.engine.claims import Claim
-from innominatus.engine.recorder import StepRecorder
+from innominatus.engine.recorder import LeaseLost, StepRecorder
 from innominatus.states import StepStatus
 from innominatus.workflows.policy import kill_strays
 from innominatus.workflows.runner import (
@@ -30,6 +30,9 @@ async def run_claim(claim: Claim, recorder: StepRecorder, platform: AdminConfig)
         outputs, error = await _execute(claim, recorder, platform)
     except asyncio.CancelledError:
         raise  # cancelled (resource deleted, or shutdown): the row says what happened
+    except LeaseLost as exc:
+        log.warning("%s: stopping the run here; its new owner's record stands", exc)
+        return
     except Exception as exc:
         log.exception("workflow %s for resource %s crashed", claim.execution_id, claim.resource_id)
         outputs, error = None, f"internal error: {type(exc).__name__}: {exc}"

@@ -8,14 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import logs
+from innominatus.db import clock
 from innominatus.db.models import Resource, WorkflowExecution, utcnow
 from innominatus.engine.claims import ANY_CLAIMABLE, Claim, Claimer
 from innominatus.engine.recorder import StepRecorder
@@ -35,6 +35,8 @@ _REQUESTED_WORK = frozenset({ResourceState.REQUESTED, ResourceState.ACTIVE})
 # Events after which an unleased execution may wait: update/delete/retry started by the API, or a
 # dependent now DELETED (deletes run dependents first).
 _RUN_WORK = frozenset({ResourceState.UPDATING, ResourceState.DELETING, ResourceState.DELETED})
+# States a resource has while an engine holds its run's lease.
+_LEASED = frozenset({ResourceState.PROVISIONING, ResourceState.UPDATING, ResourceState.DELETING})
 
 
 class Engine:
@@ -54,15 +56,15 @@ class Engine:
         self.sweep_interval = sweep_interval
         self.lease = timedelta(seconds=lease_seconds)
         self.metrics = metrics
-        self.worker_id = f"engine-{uuid.uuid4().hex[:12]}"
+        self.worker_id = store.replica  # the lease owner and the `runner` the API shows
         self.claimer = Claimer(store.box, store.dialect, self.worker_id, self.lease)
         self._wake = asyncio.Event()
         # Work may be waiting that no free slot has taken yet (REQUESTED resources; unleased runs).
         self._requested_backlog = True
         self._runs_backlog = True
-        self._next_expiry: datetime | None = None  # earliest lease another engine holds
+        self._next_expiry: float | None = None  # loop time when the earliest lease another engine holds ends
+        self._renewed = time.monotonic()  # the last time our leases were renewed (or we held none)
         self._running: dict[str, asyncio.Task[None]] = {}  # execution id → task
-        self._reserved = 0  # slots held by claims made in a submission not yet committed
         self._reserved = 0  # slots held by claims made in a submission not yet committed
         self._by_resource: dict[str, tuple[str, str]] = {}  # resource id → (execution id, operation)
         self._loop_task: asyncio.Task[None] | None = None
@@ -92,7 +94,7 @@ class Engine:
                         WorkflowExecution.lease_owner == self.worker_id,
                         WorkflowExecution.status == WorkflowStatus.RUNNING,
                     )
-                    .values(lease_expires_at=utcnow())
+                    .values(lease_expires_at=clock.now(self.store.dialect))
                 )
 
     def _on_event(self, event: StateEvent) -> None:
@@ -110,6 +112,17 @@ class Engine:
             self._wake.set()
         if to_state == ResourceState.DELETING:
             self._cancel_local(event.resource_id)
+        if event.foreign and to_state in _LEASED and self._next_expiry is None:
+            # Another replica took a run: learn when its lease ends, to resume the run if that replica dies.
+            self._runs_backlog = True
+            self._wake.set()
+
+    def cancel_run(self, execution_id: str) -> None:
+        """A run cancelled by any replica (a notification): stop it here if it runs here."""
+        task = self._running.get(execution_id)
+        if task is not None and not task.done():
+            log.info("execution %s was cancelled; stopping it here", execution_id)
+            task.cancel()
 
     def _cancel_local(self, resource_id: str) -> None:
         running = self._by_resource.get(resource_id)
@@ -123,7 +136,8 @@ class Engine:
         while True:
             timeout = self.sweep_interval
             if self._next_expiry is not None:
-                timeout = min(timeout, max(0.05, (self._next_expiry - utcnow()).total_seconds() + 0.05))
+                loop_now = asyncio.get_running_loop().time()
+                timeout = min(timeout, max(0.05, self._next_expiry - loop_now + 0.05))
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
@@ -140,18 +154,27 @@ class Engine:
                 self._wake.set()
 
     async def _heartbeat(self) -> None:
-        """Renew our leases; a run whose row says it is no longer ours (cancelled) is stopped."""
+        """Renew our leases; a run whose row says it is no longer ours (cancelled, taken over) is stopped,
+        and so is every run when the leases could not be renewed for as long as they last (cut off from
+        the database: another replica may own them by now)."""
         interval = max(self.lease.total_seconds() / 3, 0.1)
         while True:
             await asyncio.sleep(interval)
             if not self._running:
+                self._renewed = time.monotonic()
                 continue
             try:
                 async with self.store.transaction() as session:
                     lost = await self.claimer.renew(session, set(self._running))
             except Exception:
                 log.exception("renewing leases failed")
-                continue
+                if time.monotonic() - self._renewed >= self.lease.total_seconds():
+                    log.error("leases not renewed for %s; stopping this replica's runs", self.lease)
+                    lost = set(self._running)
+                else:
+                    continue
+            else:
+                self._renewed = time.monotonic()
             for execution_id in lost:
                 task = self._running.get(execution_id)
                 if task is not None and not task.done():
@@ -233,7 +256,9 @@ class Engine:
                 if len(more) == limit - len(claims):
                     self._runs_backlog = True
                 claims += more
-                self._next_expiry = await self.claimer.next_expiry(session)
+                seconds = await self.claimer.next_expiry(session)
+                loop_now = asyncio.get_running_loop().time()
+                self._next_expiry = None if seconds is None else loop_now + seconds
         if self.claimer.parked:
             async with self.store.transaction() as session:
                 if await self.claimer.recheck_parked(session):

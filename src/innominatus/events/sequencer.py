@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
@@ -48,14 +49,18 @@ RETRY_SECONDS = 1.0
 
 _events = Event.__table__
 # Migration 0004 defines the function (one round trip: lock, number, release parked resources).
-_NUMBER = text("SELECT * FROM innominatus_number_events(:batch)").columns(*_events.c)
+# Migration 0006 makes it announce the highest position it gave (NOTIFY innominatus_events, with origin).
+_NUMBER = text("SELECT * FROM innominatus_number_events(:batch, :origin)").columns(*_events.c)
 
 Written = Sequence[tuple[Event, Resource]]  # what a transaction wrote (lifecycle.WROTE_EVENTS)
 
 
 class Sequencer:
-    def __init__(self, engine: AsyncEngine, read_sessions: async_sessionmaker[Any], hub: EventHub) -> None:
+    def __init__(
+        self, engine: AsyncEngine, read_sessions: async_sessionmaker[Any], hub: EventHub, origin: str = ""
+    ) -> None:
         self._engine = engine
+        self.origin = origin
         self._read_sessions = read_sessions
         self.hub = hub
         self.in_transaction = engine.dialect.name != "postgresql"  # SQLite: writers number their own events
@@ -67,6 +72,8 @@ class Sequencer:
         self._rows: dict[int, Resource] = {}  # event id → the writer's resource row, until published
         self._top: int | None = None  # SQLite: the last position committed, when known
         self._numbered: int | None = None  # SQLite: the last position of the writer now committing
+        self._announced = 0  # the highest position another replica announced (PostgreSQL)
+        self._following: asyncio.Task[None] | None = None
 
     async def high_water(self) -> int:
         """The highest position published in this process (read from the table the first time)."""
@@ -145,8 +152,12 @@ class Sequencer:
         self._retry = None
         task = asyncio.ensure_future(self.flush(()))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if self._following is None or self._following.done():
+            self._following = asyncio.ensure_future(self._follow())
 
     def close(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -155,22 +166,25 @@ class Sequencer:
         while True:
             async with self._engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                numbered = (await conn.execute(_NUMBER, {"batch": BATCH})).all()
+                numbered = (await conn.execute(_NUMBER, {"batch": BATCH, "origin": self.origin})).all()
             resources = {row.id: self._rows.pop(row.id) for row in numbered if row.id in self._rows}
-            missing = {row.resource_id for row in numbered if row.id not in resources}
+            foreign = {row.id for row in numbered if row.id not in resources}
+            missing = {row.resource_id for row in numbered if row.id in foreign}
             if missing:  # numbered here, written by another process
                 async with self._read_sessions() as session:
                     found = await resources_of(session, missing)
                 resources.update(
                     {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
-            await self._publish(numbered, resources)
+            await self._publish(numbered, resources, foreign)
             if len(numbered) < BATCH:
                 return
 
     # -------------------------------------------------------------------------------- publication
 
-    async def _publish(self, rows: Sequence[Any], resources: dict[int, Resource]) -> None:
+    async def _publish(
+        self, rows: Sequence[Any], resources: dict[int, Resource], foreign: set[int] | None = None
+    ) -> None:
         """Hand `rows` (numbered, in order) to the hub after every position before them."""
         if not rows:
             return
@@ -188,7 +202,10 @@ class Sequencer:
                     await self._catch_up(published, first - 1)
                     published = first - 1
             fresh = [row for row in rows if row.sequence > published]
-            self.hub.publish(StateEvent.from_row(row, resources.get(row.id)) for row in fresh)
+            self.hub.publish(
+                StateEvent.from_row(row, resources.get(row.id), foreign=row.id in (foreign or ()))
+                for row in fresh
+            )
 
     async def _catch_up(self, after: int, upto: int) -> None:
         """Publish positions (after, upto] from the table, in pages."""
@@ -199,7 +216,37 @@ class Sequencer:
                 log.error("events %d..%d are numbered but not readable; skipping them", after + 1, upto)
                 self.hub.overflow_all()
                 return
-            self.hub.publish(events)
-            for event in events:
-                self._rows.pop(event.id, None)
+            own = {event.id for event in events if self._rows.pop(event.id, None) is not None}
+            self.hub.publish(e if e.id in own else replace(e, foreign=True) for e in events)
             after = events[-1].sequence
+
+    # ------------------------------------------------------------------ other replicas' positions
+
+    def announced(self, origin: str, top: int) -> None:
+        """Another replica numbered events up to `top` (a notification): publish them here too, read from
+        the table. Announcements coalesce: one catch-up follows the highest announced so far."""
+        if origin == self.origin or top <= self._announced:
+            return
+        self._announced = top
+        if self._following is None or self._following.done():
+            self._following = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            while self.hub.published is not None and self._announced > self.hub.published:
+                async with self._order:
+                    published = self.hub.published
+                    if self._announced > published:
+                        await self._catch_up(published, self._announced)
+                        if self.hub.published == published:
+                            return  # not readable (logged by _catch_up); subscribers resume by replay
+        except Exception:
+            log.exception("reading events other replicas numbered failed; trying again in %ss", RETRY_SECONDS)
+            self._schedule_retry()
+
+    async def resync(self) -> None:
+        """After notifications may have been missed (the listening connection was lost): follow the
+        table's highest position."""
+        async with self._read_sessions() as session:
+            top = await session.scalar(select(func.max(Event.sequence)))
+        self.announced("", int(top or 0))

@@ -27,9 +27,10 @@ class StateEvent:
     resource: Resource | None = field(default=None, compare=False, repr=False)
     # What a surface builds from the event, once for all its subscribers (e.g. the GraphQL object).
     views: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    foreign: bool = field(default=False, compare=False, repr=False)  # written by another process
 
     @classmethod
-    def from_row(cls, row: Event, resource: Resource | None = None) -> StateEvent:
+    def from_row(cls, row: Event, resource: Resource | None = None, *, foreign: bool = False) -> StateEvent:
         assert row.sequence is not None, "only sequenced events are published"
         return cls(
             sequence=row.sequence,
@@ -42,6 +43,7 @@ class StateEvent:
             at=row.at,
             id=row.id,
             resource=resource,
+            foreign=foreign,
         )
 
 

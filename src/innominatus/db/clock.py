@@ -1,0 +1,22 @@
+"""Lease times by the database's clock on PostgreSQL, so replicas whose machines' clocks differ agree on
+when a lease ran out. The embedded SQLite database serves one process: there its clock is the process's."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Interval, func, literal
+
+from innominatus.db.models import UTCDateTime, utcnow
+
+
+def now(dialect: str) -> ColumnElement[datetime]:
+    if dialect == "postgresql":
+        return func.statement_timestamp(type_=UTCDateTime())
+    return literal(utcnow(), UTCDateTime())
+
+
+def later(dialect: str, delta: timedelta) -> ColumnElement[datetime]:
+    if dialect == "postgresql":
+        return now(dialect) + literal(delta, Interval())
+    return literal(utcnow() + delta, UTCDateTime())
