@@ -172,6 +172,7 @@ class Requests:
 
     origin: str
     urls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught script errors
 
     def foreign(self) -> list[str]:
         ws_origin = re.sub(r"^http", "ws", self.origin)
@@ -196,7 +197,7 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable
         log = Requests(origin=platform.url)
         seen.append(log)
         context.on("request", lambda r: log.urls.append(r.url))
-        context.on("weberror", lambda e: log.urls.append(f"error: {e.error}"))
+        context.on("weberror", lambda e: log.errors.append(str(e.error)))
         page = context.new_page()
         page.on("websocket", lambda ws: log.urls.append(ws.url))
         return page
@@ -207,6 +208,7 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable
     for log in seen:
         assert log.urls, "no request recorded"
         assert not log.foreign(), f"requests left the server: {log.foreign()}"
+        assert not log.errors, f"the page threw: {log.errors}"
 
 
 def shot(page: Page, platform: Platform, name: str) -> None:

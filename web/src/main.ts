@@ -94,7 +94,7 @@ function start(token: string | null): void {
       nav,
       h("a", { href: "#/resources", "aria-current": current === "resources" ? "page" : false }, "Resources"),
       h("a", { href: "#/graph", "aria-current": current === "graph" ? "page" : false }, "Graph"),
-      h("a", { href: "/graphql" }, "GraphiQL"),
+      h("a", { href: "/graphql" }, "API playground"),
     );
     if (current === "graph") {
       stopDetails?.();
