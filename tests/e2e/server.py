@@ -49,17 +49,17 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@contextmanager
-def run_server(
+def start_server(
     workdir: Path,
     *,
     database_url: str | None = None,
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
-    ready_timeout: float = 30,
     port: int | None = None,
-) -> Iterator[Server]:
+) -> Server:
+    """Start `innominatus serve` without waiting for it (see `wait_ready`, `stop_server`)."""
     port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "server.log"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
     full_env["INNOMINATUS_ADMIN_TOKEN"] = ADMIN_TOKEN
@@ -72,35 +72,58 @@ def run_server(
         cmd += ["--providers-dir", str(REPO / "providers")]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(
+    return Server(
         url=f"http://127.0.0.1:{port}",
         process=process,
         log=log,
         workdir=workdir,
         admin_token=full_env.get("INNOMINATUS_ADMIN_TOKEN") or None,
     )
+
+
+def wait_ready(server: Server, ready_timeout: float = 30) -> None:
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready after {ready_timeout}s:\n{server.output()}")
+        time.sleep(0.1)
+
+
+def stop_server(server: Server) -> None:
+    process = server.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)  # a test may have paused it
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def run_server(
+    workdir: Path,
+    *,
+    database_url: str | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30,
+    port: int | None = None,
+) -> Iterator[Server]:
+    server = start_server(workdir, database_url=database_url, args=args, env=env, port=port)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {ready_timeout}s:\n{server.output()}")
-            time.sleep(0.1)
+        wait_ready(server, ready_timeout)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(server)
 
 
 def run_cli(
