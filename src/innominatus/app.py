@@ -33,7 +33,7 @@ from innominatus.engine import Engine
 from innominatus.logs import RequestId
 from innominatus.metrics import Metrics
 from innominatus.providers import Catalog, load_catalog
-from innominatus.ratelimit import RateLimiter, parse_rate
+from innominatus.ratelimit import parse_rate, rate_limiter
 from innominatus.sealing import SecretBox
 from innominatus.store import Store
 from innominatus.workflows.policy import pidfd_child_watcher
@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             store=store,
             catalog=catalog,
             authenticator=authenticator,
-            rate_limiter=RateLimiter(limit, per),
+            rate_limiter=rate_limiter(engine, limit, per),
             engine=orchestrator,
         )
 

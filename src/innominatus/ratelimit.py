@@ -1,10 +1,15 @@
-"""A per-token sliding-window limit on mutations (in process)."""
+"""A per-token sliding-window limit on mutations: in process for the embedded database, and for the whole
+system on PostgreSQL, where replicas count in one table (a token spreading its mutations over three
+replicas gets the same limit as on one)."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections import deque
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _SPEC = re.compile(r"(\d+)/(\d+(?:\.\d+)?)")
 
@@ -22,7 +27,7 @@ class RateLimiter:
         self.window = per_seconds
         self._hits: dict[str, deque[float]] = {}
 
-    def allow(self, key: str) -> bool:
+    async def allow(self, key: str) -> bool:
         now = time.monotonic()
         hits = self._hits.setdefault(key, deque())
         while hits and now - hits[0] >= self.window:
@@ -31,3 +36,53 @@ class RateLimiter:
             return False
         hits.append(now)
         return True
+
+
+# One round trip: count this hit in the current window and read the previous one. The rate is the
+# sliding-window estimate: the previous window's hits weighted by how much of it still overlaps, plus
+# this window's. Windows are numbered by the database's clock (replicas' clocks may differ).
+_HIT = text(
+    """
+WITH clock AS (SELECT extract(epoch FROM statement_timestamp()) / :per AS t),
+hit AS (
+  INSERT INTO rate_hits (key, bucket, hits) SELECT :key, floor(t)::bigint, 1 FROM clock
+  ON CONFLICT (key, bucket) DO UPDATE SET hits = rate_hits.hits + 1
+  RETURNING bucket, hits
+)
+SELECT hit.hits AS current,
+       coalesce((SELECT r.hits FROM rate_hits AS r WHERE r.key = :key AND r.bucket = hit.bucket - 1), 0)
+         AS previous,
+       (SELECT t FROM clock) - hit.bucket AS elapsed
+FROM hit
+"""
+)
+_FORGET = text(
+    "DELETE FROM rate_hits WHERE bucket < floor(extract(epoch FROM statement_timestamp()) / :per) - 1"
+)
+FORGET_EVERY = 1000  # hits between removals of windows nobody reads any more
+
+
+class SharedRateLimiter:
+    """The same limit for the whole system (PostgreSQL): every replica counts in `rate_hits`. Refused
+    hits count too, so a client that keeps hammering stays refused until it slows down."""
+
+    def __init__(self, engine: AsyncEngine, limit: int, per_seconds: float) -> None:
+        self.limit = limit
+        self.window = per_seconds
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._hits = 0
+
+    async def allow(self, key: str) -> bool:
+        self._hits += 1
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_HIT, {"key": key, "per": self.window})).one()
+            if self._hits % FORGET_EVERY == 0:
+                await conn.execute(_FORGET, {"per": self.window})
+        overlap = max(0.0, 1.0 - float(row.elapsed))
+        return row.previous * overlap + row.current <= self.limit
+
+
+def rate_limiter(engine: AsyncEngine, limit: int, per_seconds: float) -> RateLimiter | SharedRateLimiter:
+    if engine.dialect.name == "postgresql":
+        return SharedRateLimiter(engine, limit, per_seconds)
+    return RateLimiter(limit, per_seconds)

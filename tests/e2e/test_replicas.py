@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 from gql import GraphQLRequest, gql
+from gql.transport.exceptions import TransportQueryError
 
 from tests.conftest import create_pg_database, fresh_pg_database, workflow_yaml
 from tests.e2e.conftest import http_client, ws_client
@@ -437,3 +438,28 @@ async def test_delete_on_b_stops_a_run_on_a_at_once(cluster: Cluster) -> None:
     ] != "DELETED":
         assert time.monotonic() < deadline, found
         await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------- rate limit
+
+CREATE_TOKEN = gql('mutation { createToken(team: "rate-team", description: "spread") { token } }')
+
+
+async def test_the_rate_limit_holds_for_the_whole_system(cluster: Cluster) -> None:
+    token = (await _execute(cluster.a, CREATE_TOKEN))["createToken"]["token"]
+    limited = [cluster.start(f"limited-{i}", INNOMINATUS_RATE_LIMIT="4/60") for i in range(2)]
+    try:
+        answers = []
+        for i in range(6):  # spread over two replicas: each alone would allow 4
+            try:
+                async with http_client(limited[i % 2], token=token) as session:
+                    await session.execute(
+                        GraphQLRequest(SUBMIT, variable_values={"spec": _spec(f"rate-{i}")})
+                    )
+                answers.append("OK")
+            except TransportQueryError as exc:
+                answers.append((exc.errors or [{}])[0].get("extensions", {}).get("code"))
+    finally:
+        for server in limited:
+            stop_server(server)
+    assert answers == ["OK"] * 4 + ["RATE_LIMITED"] * 2

@@ -30,7 +30,7 @@ async def create_token(
     description: str | None = None,
 ) -> tuple[models.Token, str]:
     """The row and the token itself (shown only here, once)."""
-    services.count_change(caller)
+    await services.count_change(caller)
     require_admin(caller, "manage tokens")
     try:
         expiry: timedelta | None = auth.parse_expiry(expires_in)
@@ -42,7 +42,7 @@ async def create_token(
 
 
 async def revoke_token(services: Services, caller: Principal, token_id: str) -> models.Token:
-    services.count_change(caller)
+    await services.count_change(caller)
     require_admin(caller, "manage tokens")
     async with services.store.transaction() as session:
         row = await session.get(models.Token, token_id)
@@ -54,7 +54,7 @@ async def revoke_token(services: Services, caller: Principal, token_id: str) -> 
 
 async def reload_providers(services: Services, caller: Principal) -> tuple[Catalog, str | None]:
     """The catalog in force afterwards, and why a reload was refused (None: it was not)."""
-    services.count_change(caller)
+    await services.count_change(caller)
     require_admin(caller, "reload providers")
     assert services.reload_catalog is not None
     try:

@@ -21,7 +21,7 @@ from innominatus.states import ResourceState, WorkflowStatus
 
 
 async def submit(services: Services, caller: Principal, text: str | bytes) -> specs.SubmitResult:
-    services.count_change(caller)
+    await services.count_change(caller)
     size = len(text.encode("utf-8") if isinstance(text, str) else text)
     if size > MAX_SPEC_BYTES:
         raise TooLarge(f"spec is larger than {MAX_SPEC_BYTES} bytes ({size})")
@@ -38,7 +38,7 @@ async def submit(services: Services, caller: Principal, text: str | bytes) -> sp
 async def update_resource(
     services: Services, caller: Principal, resource_id: str, properties: Any
 ) -> models.Resource:
-    services.count_change(caller)
+    await services.count_change(caller)
     if not isinstance(properties, dict):
         raise BadInput("properties must be an object", [Problem("properties", "must be an object")])
     try:
@@ -51,7 +51,7 @@ async def update_resource(
 
 
 async def delete_application(services: Services, caller: Principal, name: str) -> models.Application:
-    services.count_change(caller)
+    await services.count_change(caller)
     async with services.store.transaction() as session:
         app = await operations.lock_application(session, name)
         if app is None or app.deleted_at is not None or not caller.can_see(app.team):
@@ -61,7 +61,7 @@ async def delete_application(services: Services, caller: Principal, name: str) -
 
 
 async def retry_resource(services: Services, caller: Principal, resource_id: str) -> models.Resource:
-    services.count_change(caller)
+    await services.count_change(caller)
     try:
         async with services.store.transaction() as session:
             _, resource = await _locked_resource(session, caller, resource_id)
@@ -76,7 +76,7 @@ async def cancel_workflow(
 ) -> models.WorkflowExecution:
     """Stop a running workflow: the run is CANCELLED (its engine kills the step's processes at its next
     lease renewal) and its resource FAILED, so `retryResource` can run it again later."""
-    services.count_change(caller)
+    await services.count_change(caller)
     async with services.store.transaction() as session:
         run = await session.get(models.WorkflowExecution, workflow_id)
         if run is None or not caller.can_see(run.team):

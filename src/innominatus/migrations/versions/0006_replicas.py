@@ -2,7 +2,7 @@
 
 `lease_token` grows with every claim of a run: a write that names an older token is refused, so an engine
 that lost its lease (paused, cut off) cannot overwrite what the new owner recorded. `runner` keeps which
-replica ran the workflow after the lease is gone. On PostgreSQL the numbering function announces the
+replica ran the workflow after the lease is gone. `rate_hits` counts mutations per token for all replicas. On PostgreSQL the numbering function announces the
 highest position it gave (NOTIFY), so every replica hears of every event at once.
 
 Revision ID: 0006
@@ -66,6 +66,13 @@ def upgrade() -> None:
     with op.batch_alter_table("workflow_executions") as batch:
         batch.add_column(sa.Column("lease_token", sa.BigInteger(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("runner", sa.String(length=64), nullable=True))
+    op.create_table(
+        "rate_hits",  # mutations per token per window, counted by every replica (ratelimit.py)
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("hits", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("key", "bucket", name="pk_rate_hits"),
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NUMBER_EVENTS)
         op.execute("DROP FUNCTION IF EXISTS innominatus_number_events(integer)")
@@ -75,6 +82,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS innominatus_number_events(integer, text)")
         op.execute(_function_of_0004())
+    op.drop_table("rate_hits")
     with op.batch_alter_table("workflow_executions") as batch:
         batch.drop_column("runner")
         batch.drop_column("lease_token")
