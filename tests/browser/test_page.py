@@ -300,6 +300,11 @@ def test_graph_of_an_application_with_mermaid_and_dot(platform: Platform, pages:
 
 
 def test_graphiql_runs_with_the_signed_in_token(platform: Platform, pages: Pages) -> None:
+    platform.call(
+        "mutation($spec: String!) { submitSpec(spec: $spec) { changed } }",
+        {"spec": spec("graphiql-app", {"db": ("postgres-mock", {"db_name": "graphiql_db"})})},
+    )
+    wait_until(lambda: state_of(platform, "graphiql-app", "db") == "ACTIVE")
     page = pages(platform)
     sign_in(page, platform)
     sent: list[str | None] = []
@@ -322,6 +327,23 @@ def test_graphiql_runs_with_the_signed_in_token(platform: Platform, pages: Pages
     expect(result).to_contain_text('"name": "database-team"')
     expect(result).to_contain_text('"name": "browser-gate"')
     assert sent and all(h == f"Bearer {ADMIN_TOKEN}" for h in sent), sent
+
+    # Subscriptions go over the websocket with the same token in connection_init.
+    inits: list[dict[str, Any]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda f: inits.append(json.loads(f)) if '"connection_init"' in str(f) else None,
+        ),
+    )
+    page.evaluate(
+        """document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(
+             'subscription { resourceStateChanged(afterSequence: 0) { sequence toState } }')"""
+    )
+    page.get_by_role("button", name="Execute query (Ctrl-Enter)").click()
+    expect(result).to_contain_text('"toState": "ACTIVE"')
+    assert inits and inits[0]["payload"] == {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     shot(page, platform, "graphiql")
 
 

@@ -1,6 +1,6 @@
 import { h, replace, s } from "../dom";
 import { request } from "../graphql";
-import { type GraphEdge, type GraphNode, KINDS, layout } from "../layout";
+import { type GraphEdge, type GraphNode, KINDS, ROW_GAP, layout } from "../layout";
 
 const GRAPH = `query($app: String) {
   graph(application: $app) { nodes { id kind label } edges { source target label } mermaid dot }
@@ -45,33 +45,37 @@ export function graphView(root: HTMLElement, selected: string | null, choose: (a
 
 function svg(nodes: GraphNode[], edges: GraphEdge[], selected: string | null): Element {
   if (!nodes.length) return h("p", {}, "Nothing to draw yet: no application is visible.");
-  const placed = layout(nodes);
+  const dependencies = edges.filter((e) => e.label === "depends on");
+  const placed = layout(nodes, dependencies.length);
   const at = new Map(placed.nodes.map((n) => [n.id, n]));
   const title = selected ? `Graph of application ${selected}` : "Graph of all visible applications";
   const description = `${nodes.length} nodes and ${edges.length} edges: ${KINDS.join(" → ")}.`;
+  const gap = ROW_GAP;
   const drawn = edges.flatMap((edge, i) => {
     const from = at.get(edge.source);
     const to = at.get(edge.target);
     if (!from || !to) return [];
+    const x1 = from.x + from.width;
+    const y1 = from.y + from.height / 2;
+    const y2 = to.y + to.height / 2;
     let path: string;
     let lx: number;
     let ly: number;
+    let anchor = "middle";
     if (from.x === to.x) {
-      // Same column (a dependency between resources): an arc on the right.
-      const x = from.x + from.width;
-      const y1 = from.y + from.height / 2;
-      const y2 = to.y + to.height / 2;
-      const bulge = 40 + Math.abs(y2 - y1) / 4;
-      path = `M ${x} ${y1} C ${x + bulge} ${y1}, ${x + bulge} ${y2}, ${x + 2} ${y2}`;
-      lx = x + bulge * 0.75 + 4;
-      ly = (y1 + y2) / 2;
+      // A dependency between resources: an arc in the lane right of the column, its label in the gap
+      // above the lower node (where no other edge runs).
+      const bulge = 24 + 22 * (dependencies.indexOf(edge) % 6);
+      path = `M ${x1} ${y1} C ${x1 + bulge} ${y1}, ${x1 + bulge} ${y2}, ${x1 + 2} ${y2}`;
+      lx = x1 + 6;
+      ly = Math.max(from.y, to.y) - gap / 2 + 4;
+      anchor = "start";
     } else {
-      const x1 = from.x + from.width;
-      const y1 = from.y + from.height / 2;
+      // Straight across the lane (if this edge leaves the resource column), then a curve.
+      const start = from.kind === "resource" ? x1 + placed.lane : x1;
       const x2 = to.x;
-      const y2 = to.y + to.height / 2;
-      const mid = (x1 + x2) / 2;
-      path = `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`;
+      const mid = (start + x2) / 2;
+      path = `M ${x1} ${y1} L ${start} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`;
       lx = mid;
       ly = (y1 + y2) / 2 - 6;
     }
@@ -81,7 +85,7 @@ function svg(nodes: GraphNode[], edges: GraphEdge[], selected: string | null): E
         { class: `edge edge-${edge.label.replace(/\s+/g, "-")}`, "data-edge": String(i) },
         s("title", {}, `${from.label} ${edge.label} ${to.label}`),
         s("path", { d: path, "marker-end": "url(#arrow)" }),
-        s("text", { x: lx, y: ly, "text-anchor": "middle" }, edge.label),
+        s("text", { x: lx, y: ly, "text-anchor": anchor }, edge.label),
       ),
     ];
   });
