@@ -26,7 +26,13 @@ export default defineConfig({
   },
   server: {
     proxy: {
-      "/graphql": { target: server, ws: true, changeOrigin: true },
+      "/graphql": {
+        target: server,
+        ws: true,
+        changeOrigin: true,
+        // The server accepts websockets only from its own origin (Strawberry's cross-site check).
+        configure: (proxy) => proxy.on("proxyReqWs", (request) => request.setHeader("origin", server)),
+      },
     },
   },
   test: { include: ["src/**/*.test.ts"], environment: "node" },
