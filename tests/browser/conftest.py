@@ -35,13 +35,15 @@ CHROMIUM_ARGS = [
 ]
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 except ImportError:  # pragma: no cover - the test extras install it
     sync_playwright = None  # type: ignore[assignment]
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
+# Module scope, not session: Playwright's sync API keeps an event loop running on this thread while it
+# is open, which would break every asyncio test that runs after the browser tests.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     missing = None
     if sync_playwright is None:
         missing = "playwright is not installed (pip install -e '.[test]')"
@@ -51,15 +53,12 @@ def playwright() -> Iterator[Playwright]:
         if REQUIRED:
             pytest.fail(f"browser tests are required here: {missing}")
         pytest.skip(missing)
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 # ----------------------------------------------------------------------------------------- providers
