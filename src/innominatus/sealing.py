@@ -93,6 +93,10 @@ class SecretBox:
         return dict(data)
 
 
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
+
+
 def secret_values(outputs: Mapping[str, Any], declared: Collection[str] = ()) -> set[str]:
     """The plaintext values of the secret keys in `outputs`, as they could appear in text."""
     found: set[str] = set()

@@ -106,7 +106,11 @@ def gate_workflow(gates: Path) -> str:
               echo finished
         """,
         parameters="- name: gate\n  type: string\n  required: true\n",
-        outputs="region: test-1\napi_token: \"{{ steps['finish'].outputs.api_token }}\"\n",
+        outputs=(
+            "region: test-1\n"
+            "api_token: \"{{ steps['finish'].outputs.api_token }}\"\n"
+            'licence: {value: "lic-{{ parameters.gate }}-hidden", sensitive: true}\n'
+        ),
     )
 
 

@@ -178,18 +178,29 @@ def test_details_show_steps_live_logs_and_hide_secrets(platform: Platform, pages
     expect(details.locator('li.step[data-step="finish"] .step-status')).to_have_text("SUCCEEDED")
     expect(details.get_by_text("gate open")).to_be_visible()
 
-    secret = platform.call(
-        "query($app: String) { resources(application: $app) { outputs } }", {"app": "detail-app"}
-    )["resources"][0]["outputs"]["api_token"]
+    found = platform.call(
+        "query($app: String) { resources(application: $app) { outputs secretOutputs } }",
+        {"app": "detail-app"},
+    )["resources"][0]
+    # Secret by name, and declared sensitive by the workflow under a plain name.
+    assert found["secretOutputs"] == ["api_token", "licence"]
+    secret, licence = found["outputs"]["api_token"], found["outputs"]["licence"]
+    assert licence == "lic-detail-hidden"
     outputs = details.locator("table.outputs")
-    expect(outputs).to_contain_text("region")
+    expect(outputs).to_contain_text("test-1")
     token_row = outputs.locator("tr", has=page.get_by_role("rowheader", name="api_token"))
+    licence_row = outputs.locator("tr", has=page.get_by_role("rowheader", name="licence"))
     expect(token_row).to_contain_text("********")
-    assert secret not in page.locator("body").inner_text()
-    assert secret not in page.content()
+    expect(licence_row).to_contain_text("********")
+    for hidden in (secret, licence):
+        assert hidden not in page.locator("body").inner_text()
+        assert hidden not in page.content()
     shot(page, platform, "details-secret-hidden")
     token_row.get_by_role("button", name="Show").click()
     expect(token_row).to_contain_text(secret)
+    assert licence not in page.content()  # one Show reveals one value
+    licence_row.get_by_role("button", name="Show").click()
+    expect(licence_row).to_contain_text(licence)
     shot(page, platform, "details")
 
 
@@ -394,6 +405,12 @@ UNNAMED = """() => {
 
 
 def test_controls_are_named_and_the_keyboard_works(platform: Platform, pages: Pages) -> None:
+    platform.open_gate("keys")
+    platform.call(
+        "mutation($spec: String!) { submitSpec(spec: $spec) { changed } }",
+        {"spec": spec("keys-app", {"gate": ("gated", {"gate": "keys"})})},
+    )
+    wait_until(lambda: state_of(platform, "keys-app", "gate") == "ACTIVE")
     page = pages(platform)
     page.goto(platform.url + "/")
     expect(page.get_by_label("Token", exact=True)).to_be_focused()
@@ -402,12 +419,12 @@ def test_controls_are_named_and_the_keyboard_works(platform: Platform, pages: Pa
     page.keyboard.type(ADMIN_TOKEN)
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Resources")
-    expect(row(page, "live-app", "gate")).to_contain_text("ACTIVE")
+    expect(row(page, "keys-app", "gate")).to_contain_text("ACTIVE")
     assert page.evaluate(UNNAMED) == []
-    page.get_by_role("button", name="gate", exact=True).focus()
+    row(page, "keys-app", "gate").get_by_role("button", name="gate", exact=True).focus()
     page.keyboard.press("Enter")
-    expect(page.locator("section.details h2")).to_have_text("gate in live-app")
-    show = page.locator("section.details").get_by_role("button", name="Show")
+    expect(page.locator("section.details h2")).to_have_text("gate in keys-app")
+    show = page.locator("section.details").get_by_role("button", name="Show").first
     show.focus()
     page.keyboard.press("Space")
     expect(page.locator("section.details").get_by_role("button", name="Hide")).to_be_visible()

@@ -13,6 +13,7 @@ from innominatus.db import models
 from innominatus.events import StateEvent
 from innominatus.providers import Provider as ProviderModel
 from innominatus.references import LiveResource, Workload, workload
+from innominatus.sealing import is_sealed
 from innominatus.states import ResourceState as ResourceStateEnum
 from innominatus.states import StepStatus as StepStatusEnum
 from innominatus.states import WorkflowStatus as WorkflowStatusEnum
@@ -207,6 +208,12 @@ class Resource:
     @strawberry.field(description="The workflow's outputs; secret ones are decrypted for the owning team.")
     def outputs(self, info: strawberry.Info[Context, None]) -> JSON:
         return info.context.store.box.open(self.row.outputs)
+
+    @strawberry.field(
+        description="The names of the outputs that are secret (sealed at rest): a page shows them masked."
+    )
+    def secret_outputs(self) -> list[str]:
+        return sorted(k for k, v in (self.row.outputs or {}).items() if is_sealed(v))
 
     async def _siblings(self, info: strawberry.Info[Context, None]) -> list[models.Resource]:
         rows = await info.context.loaders.app_resources.load(self.application_id)

@@ -5,7 +5,7 @@ import { MASK, isSecretOutput } from "../secrets";
 import type { ResourceRow, ResourceStore } from "../store";
 
 const DETAILS = `query($id: ID!, $app: String!) {
-  resource(id: $id) { id application name type state provider errorMessage outputs }
+  resource(id: $id) { id application name type state provider errorMessage outputs secretOutputs }
   workflows(application: $app, first: 200) {
     id workflowName operation status startedAt finishedAt errorMessage resource { id }
     steps { name type status attempts logs errorMessage }
@@ -38,7 +38,12 @@ interface Run {
 }
 
 interface Details {
-  resource: ResourceRow & { provider: string | null; errorMessage: string | null; outputs: Record<string, unknown> };
+  resource: ResourceRow & {
+    provider: string | null;
+    errorMessage: string | null;
+    outputs: Record<string, unknown>;
+    secretOutputs: string[];
+  };
   workflows: Run[];
 }
 
@@ -55,6 +60,7 @@ export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore
   let loading: Promise<void> | null = null;
   let again = false;
   let known = new Set<string>();
+  const others = new Set<string>(); // runs of the application's other resources: no lookup again
   let lastState = row.state;
 
   const load = async (): Promise<void> => {
@@ -90,7 +96,7 @@ export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore
     onData: ({ workflowStepChanged: e }) => {
       if (!known.has(e.workflowId)) {
         // Another resource's run, or a new run of this one: only the latter needs a reload.
-        if (e.step && panel.isConnected) void maybeNewRun(e.workflowId);
+        if (!others.has(e.workflowId) && panel.isConnected) void maybeNewRun(e.workflowId);
         return;
       }
       const item = panel.querySelector<HTMLElement>(
@@ -114,7 +120,8 @@ export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore
       "query($id: ID!) { workflow(id: $id) { resource { id } } }",
       { id: workflowId },
     ).catch(() => null);
-    if (found?.workflow.resource.id === row.id && !known.has(workflowId)) await load();
+    if (found && found.workflow.resource.id !== row.id) others.add(workflowId);
+    else if (found && !known.has(workflowId)) await load();
   };
 
   const stopListening = store.listen((changed) => {
@@ -165,7 +172,7 @@ function render(panel: HTMLElement, resource: Details["resource"], runs: Run[], 
         resource.errorMessage ? h("dd", { class: "error" }, resource.errorMessage) : null,
       ),
       h("h3", {}, "Outputs"),
-      outputs(resource.outputs),
+      outputs(resource.outputs, new Set(resource.secretOutputs)),
       h("h3", {}, "Workflow runs"),
       runs.length ? h("div", { class: "runs" }, ...runs.map(runView)) : h("p", {}, "No workflow has run yet."),
     ),
@@ -173,7 +180,7 @@ function render(panel: HTMLElement, resource: Details["resource"], runs: Run[], 
   if (focusedShow) panel.querySelector<HTMLElement>(`button.show[data-output="${CSS.escape(focusedShow)}"]`)?.focus();
 }
 
-function outputs(values: Record<string, unknown>): HTMLElement {
+function outputs(values: Record<string, unknown>, secret: Set<string>): HTMLElement {
   const keys = Object.keys(values).sort();
   if (!keys.length) return h("p", {}, "No outputs yet.");
   return h(
@@ -181,7 +188,7 @@ function outputs(values: Record<string, unknown>): HTMLElement {
     { class: "outputs" },
     h("caption", { class: "visually-hidden" }, "Outputs"),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Output"), h("th", { scope: "col" }, "Value"))),
-    h("tbody", {}, ...keys.map((key) => outputRow(key, values[key]))),
+    h("tbody", {}, ...keys.map((key) => outputRow(key, values[key], secret.has(key) || isSecretOutput(key)))),
   );
 }
 
@@ -189,9 +196,9 @@ function text(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
-function outputRow(key: string, value: unknown): HTMLElement {
+function outputRow(key: string, value: unknown, secret: boolean): HTMLElement {
   const id = `output-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
-  if (!isSecretOutput(key)) {
+  if (!secret) {
     return h("tr", {}, h("th", { scope: "row", id }, key), h("td", {}, h("code", {}, text(value))));
   }
   // The value stays in this closure, out of the page, until Show is pressed.
