@@ -29,6 +29,7 @@ def sign_in(page: Page, platform: Platform, token: str = ADMIN_TOKEN) -> None:
     page.get_by_label("Token", exact=True).fill(token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Resources")
+    expect(page.locator("h1")).to_have_count(1)
     expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
 
 
@@ -437,3 +438,22 @@ def test_controls_are_named_and_the_keyboard_works(platform: Platform, pages: Pa
     page.goto(platform.url + "/graphql")
     expect(page.locator(".graphiql-container")).to_be_visible()
     one_h1(page)
+
+
+def test_a_revoked_token_returns_to_sign_in_and_sign_out_forgets_it(platform: Platform, pages: Pages) -> None:
+    created = platform.call(
+        'mutation { createToken(team: "green", description: "revoked in the browser") { token info { id } } }'
+    )["createToken"]
+    page = pages(platform)
+    sign_in(page, platform, created["token"])
+    platform.call("mutation($id: ID!) { revokeToken(id: $id) { id } }", {"id": created["info"]["id"]})
+    # The server closes the socket (4403) when the token is revoked: the page asks for a token again.
+    expect(page.get_by_role("alert")).to_contain_text("token was refused", timeout=15_000)
+    expect(page.get_by_label("Token", exact=True)).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('innominatus.token')") is None
+
+    sign_in(page, platform)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Token", exact=True)).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    assert page.evaluate("sessionStorage.getItem('innominatus.token')") is None

@@ -73,7 +73,7 @@ export class ResourceStore {
       this.pending = new Map();
       for (const row of changed) for (const listener of this.listeners) listener(row);
     };
-    if (typeof requestAnimationFrame === "function" && document.visibilityState === "visible") {
+    if (typeof document !== "undefined" && document.visibilityState === "visible") {
       requestAnimationFrame(flush);
     } else {
       setTimeout(flush, 0);
