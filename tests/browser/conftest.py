@@ -108,6 +108,7 @@ def gate_workflow(gates: Path) -> str:
         parameters="- name: gate\n  type: string\n  required: true\n",
         outputs=(
             "region: test-1\n"
+            'motd: "<img src=x alt=injected> & <b>bold</b>"\n'  # text, never markup
             "api_token: \"{{ steps['finish'].outputs.api_token }}\"\n"
             'licence: {value: "lic-{{ parameters.gate }}-hidden", sensitive: true}\n'
         ),

@@ -189,6 +189,8 @@ def test_details_show_steps_live_logs_and_hide_secrets(platform: Platform, pages
     assert licence == "lic-detail-hidden"
     outputs = details.locator("table.outputs")
     expect(outputs).to_contain_text("test-1")
+    expect(outputs).to_contain_text("<img src=x alt=injected> & <b>bold</b>")
+    expect(outputs.locator("img, b")).to_have_count(0)
     token_row = outputs.locator("tr", has=page.get_by_role("rowheader", name="api_token"))
     licence_row = outputs.locator("tr", has=page.get_by_role("rowheader", name="licence"))
     expect(token_row).to_contain_text("********")
@@ -425,12 +427,16 @@ def test_controls_are_named_and_the_keyboard_works(platform: Platform, pages: Pa
     row(page, "keys-app", "gate").get_by_role("button", name="gate", exact=True).focus()
     page.keyboard.press("Enter")
     expect(page.locator("section.details h2")).to_have_text("gate in keys-app")
+    expect(page.locator("section.details h2")).to_be_focused()  # focus follows what was opened
     show = page.locator("section.details").get_by_role("button", name="Show").first
     show.focus()
     page.keyboard.press("Space")
     expect(page.locator("section.details").get_by_role("button", name="Hide")).to_be_visible()
     assert page.evaluate(UNNAMED) == []
-    page.keyboard.press("Tab")
+    page.get_by_role("button", name="Close details").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("section.details")).to_have_count(0)
+    expect(row(page, "keys-app", "gate").get_by_role("button", name="gate", exact=True)).to_be_focused()
     page.get_by_role("link", name="Graph", exact=True).focus()
     page.keyboard.press("Enter")
     expect(page.locator(".graph svg > title")).to_have_count(1)

@@ -109,7 +109,9 @@ function start(token: string | null): void {
     } else {
       stopView = resourcesView(view, store, details, (row) => {
         stopDetails?.();
-        stopDetails = showDetails(details, live, store, row);
+        stopDetails = showDetails(details, live, store, row, () =>
+          view.querySelector<HTMLElement>(`tr[data-resource-id="${CSS.escape(row.id)}"] button`)?.focus(),
+        );
         details.scrollIntoView({ block: "nearest" });
       });
     }

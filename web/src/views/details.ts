@@ -55,13 +55,20 @@ interface StepEvent {
  * A resource's outputs and workflow runs. Step status and log lines arrive live (workflowStepChanged);
  * a new run or a state change of the resource reloads the whole panel.
  */
-export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore, row: ResourceRow): () => void {
+export function showDetails(
+  panel: HTMLElement,
+  live: Live,
+  store: ResourceStore,
+  row: ResourceRow,
+  back: () => void = () => {},
+): () => void {
   let disposed = false;
   let loading: Promise<void> | null = null;
   let again = false;
   let known = new Set<string>();
   const others = new Set<string>(); // runs of the application's other resources: no lookup again
   let lastState = row.state;
+  let first = true;
 
   const load = async (): Promise<void> => {
     if (loading) {
@@ -77,6 +84,11 @@ export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore
           const runs = data.workflows.filter((w) => w.resource.id === row.id);
           known = new Set(runs.map((r) => r.id));
           render(panel, data.resource, runs, close);
+          if (first) {
+            // Keyboard and screen reader users land on what they opened (once, not on live updates).
+            first = false;
+            panel.querySelector<HTMLElement>("#details-title")?.focus();
+          }
         } catch (error) {
           if (!disposed) replace(panel, h("p", { role: "alert", class: "alert" }, `Loading ${row.name} failed: ${(error as Error).message}`));
         }
@@ -134,6 +146,7 @@ export function showDetails(panel: HTMLElement, live: Live, store: ResourceStore
   const close = () => {
     dispose();
     replace(panel);
+    back(); // focus returns to the resource's name
   };
   const dispose = () => {
     disposed = true;
