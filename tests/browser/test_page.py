@@ -240,7 +240,7 @@ def test_reconnects_and_catches_up_with_after_sequence(platform: Platform, pages
     blocked["now"] = True
     for ws, server in routes:
         server.close()
-        ws.close(code=1006 if False else 1001, reason="gone")
+        ws.close(code=1001, reason="gone")
     expect(page.get_by_role("status").filter(has_text="reconnecting")).to_be_visible()
     platform.call(
         "mutation($spec: String!) { submitSpec(spec: $spec) { changed } }",
