@@ -39,9 +39,17 @@ SUBMIT = "mutation($spec: String!) { submitSpec(spec: $spec) { resources { id } 
 
 
 async def measure_throughput(
-    srv: BenchServer, n: int, clients: int, prefix: str, timeout_s: float = 300.0
+    srv: BenchServer,
+    n: int,
+    clients: int,
+    prefix: str,
+    timeout_s: float = 300.0,
+    submit_to: list[BenchServer] | None = None,
 ) -> dict[str, Any]:
     """Submit `n` one-resource specs (`{prefix}-{i}`) from `clients` concurrent connections; count ACTIVE.
+
+    The subscription is on `srv`; clients submit to `submit_to` (default: `srv`), client k to server
+    k mod len (replicas of one database: the subscription then sees every replica's work).
 
     Returns `per_s` (ACTIVE / (last ACTIVE − first submit)), `elapsed_s`, `submit_s` (all POSTs done),
     per-resource submit → ACTIVE p50/p99 ms, and `active`, `failed`, `lost`, `submit_errors`,
@@ -63,8 +71,11 @@ async def measure_throughput(
         t_first = time.perf_counter()
         deadline = t_first + timeout_s
 
-        async def client_loop() -> None:
+        targets = submit_to or [srv]
+
+        async def client_loop(k: int) -> None:
             nonlocal next_index
+            target = targets[k % len(targets)]
             async with httpx.AsyncClient(headers=srv.headers, timeout=60.0, limits=limits) as client:
                 while next_index < n and time.perf_counter() < deadline:
                     i = next_index
@@ -72,7 +83,7 @@ async def measure_throughput(
                     t0 = time.perf_counter()
                     try:
                         data = await graphql_post(
-                            client, srv.graphql, SUBMIT, {"spec": harness.spec_for(f"{prefix}-{i}")}
+                            client, target.graphql, SUBMIT, {"spec": harness.spec_for(f"{prefix}-{i}")}
                         )
                         submitted[data["submitSpec"]["resources"][0]["id"]] = t0
                     except (RuntimeError, httpx.HTTPError, KeyError) as exc:
@@ -80,7 +91,7 @@ async def measure_throughput(
 
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*(client_loop() for _ in range(clients)))
+                await asyncio.gather(*(client_loop(k) for k in range(clients)))
         except TimeoutError:
             log(f"  submitting did not finish within {timeout_s}s")
         t_submitted = time.perf_counter()

@@ -25,6 +25,24 @@ def _boolean(text: str) -> bool:
 DEFAULT_CONFIG = "admin-config.yaml"
 
 
+# Each setting's environment variable, the Settings field it sets, and how its text converts.
+ENVIRONMENT: dict[str, tuple[str, Any]] = {
+    "INNOMINATUS_HOST": ("host", str),
+    "INNOMINATUS_PORT": ("port", int),
+    "INNOMINATUS_PROVIDERS_DIR": ("providers_dir", Path),
+    "INNOMINATUS_CONFIG": ("config_file", Path),
+    "INNOMINATUS_DATABASE_URL": ("database_url", str),
+    "INNOMINATUS_CONCURRENCY": ("concurrency", int),
+    "INNOMINATUS_SWEEP_INTERVAL": ("sweep_interval", float),
+    "INNOMINATUS_LEASE_SECONDS": ("lease_seconds", float),
+    "INNOMINATUS_ADMIN_TOKEN": ("admin_token", str),
+    "INNOMINATUS_SECRET_KEY": ("secret_key", str),
+    "INNOMINATUS_SECRET_KEY_FILE": ("secret_key_file", Path),
+    "INNOMINATUS_RATE_LIMIT": ("rate_limit", str),
+    "INNOMINATUS_INTROSPECTION": ("introspection", _boolean),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -46,23 +64,8 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         env = dict(os.environ if env is None else env)
         settings = cls()
-        mapping: dict[str, tuple[str, Any]] = {
-            "INNOMINATUS_HOST": ("host", str),
-            "INNOMINATUS_PORT": ("port", int),
-            "INNOMINATUS_PROVIDERS_DIR": ("providers_dir", Path),
-            "INNOMINATUS_CONFIG": ("config_file", Path),
-            "INNOMINATUS_DATABASE_URL": ("database_url", str),
-            "INNOMINATUS_CONCURRENCY": ("concurrency", int),
-            "INNOMINATUS_SWEEP_INTERVAL": ("sweep_interval", float),
-            "INNOMINATUS_LEASE_SECONDS": ("lease_seconds", float),
-            "INNOMINATUS_ADMIN_TOKEN": ("admin_token", str),
-            "INNOMINATUS_SECRET_KEY": ("secret_key", str),
-            "INNOMINATUS_SECRET_KEY_FILE": ("secret_key_file", Path),
-            "INNOMINATUS_RATE_LIMIT": ("rate_limit", str),
-            "INNOMINATUS_INTROSPECTION": ("introspection", _boolean),
-        }
         values: dict[str, Any] = {}
-        for var, (name, convert) in mapping.items():
+        for var, (name, convert) in ENVIRONMENT.items():
             raw = env.get(var)
             if raw:
                 try:
