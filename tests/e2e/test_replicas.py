@@ -463,3 +463,80 @@ async def test_the_rate_limit_holds_for_the_whole_system(cluster: Cluster) -> No
         for server in limited:
             stop_server(server)
     assert answers == ["OK"] * 4 + ["RATE_LIMITED"] * 2
+
+
+# ---------------------------------------------------------------------------- promise 6: cut off
+
+
+class Partition:
+    """A TCP relay to PostgreSQL that can be cut the way a network partition cuts: bytes stop flowing
+    both ways, nothing is closed or refused; and healed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                await self.flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+
+
+async def test_a_replica_cut_off_from_the_database_stops_its_runs(cluster: Cluster) -> None:
+    app = "cut-off"
+    partition = Partition(5432)
+    port = await partition.start()
+    url = cluster.url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{port}/", 1)
+    assert url != cluster.url
+    c = start_server(
+        cluster.root / "c-cut",
+        database_url=url,
+        args=["--providers-dir", str(cluster.providers)],
+        env={"INNOMINATUS_LEASE_SECONDS": str(LEASE)},
+    )
+    try:
+        await asyncio.to_thread(wait_ready, c)
+        await _execute(c, SUBMIT, spec=_spec(app, "rep-hold"))
+        pid_file = cluster.root / "pids" / app
+        await _until(pid_file.exists, 10, "the step holds on C")
+        held = int(pid_file.read_text())
+        partition.flowing.clear()
+        # C cannot renew: within a lease (and one renewal period) it stops the run and kills the step.
+        took = await _until(lambda: not _alive(held), LEASE * 2 + 3, "C stops the run it cannot renew")
+        assert took <= LEASE + LEASE / 3 + 2
+        final = await _resource(cluster.a, app, {"ACTIVE"}, timeout=LEASE + 10)  # taken over
+        [workflow] = (await _execute(cluster.a, WORKFLOWS, app=app))["workflows"]
+        assert workflow["steps"][0]["attempts"] == 2
+        transitions = [(t["fromState"], t["toState"]) for t in final["transitions"]]
+        assert transitions == [(None, "REQUESTED"), ("REQUESTED", "PROVISIONING"), ("PROVISIONING", "ACTIVE")]
+        partition.flowing.set()
+    finally:
+        partition.flowing.set()
+        await asyncio.to_thread(stop_server, c)
+        await partition.close()

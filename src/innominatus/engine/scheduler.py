@@ -69,6 +69,7 @@ class Engine:
         self._by_resource: dict[str, tuple[str, str]] = {}  # resource id → (execution id, operation)
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[set[str]] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -79,7 +80,11 @@ class Engine:
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="innominatus-leases")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, self._heartbeat_task, *self._running.values()) if t is not None]
+        tasks = [
+            t
+            for t in (self._loop_task, self._heartbeat_task, self._renewing, *self._running.values())
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -164,8 +169,7 @@ class Engine:
                 self._renewed = time.monotonic()
                 continue
             try:
-                async with self.store.transaction() as session:
-                    lost = await self.claimer.renew(session, set(self._running))
+                lost = await self._renew(interval)
             except Exception:
                 log.exception("renewing leases failed")
                 if time.monotonic() - self._renewed >= self.lease.total_seconds():
@@ -180,6 +184,22 @@ class Engine:
                 if task is not None and not task.done():
                     log.info("execution %s was cancelled or taken over; stopping it here", execution_id)
                     task.cancel()
+
+    async def _renew(self, within: float) -> set[str]:
+        """One renewal, given up on after `within` seconds: a database that stopped answering (a
+        partition drops packets, it refuses nothing) counts as a failed renewal and must not hold the
+        heartbeat. A renewal still hanging from before is not doubled."""
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew_once(set(self._running)))
+        renewing = self._renewing
+        done, _ = await asyncio.wait([renewing], timeout=within)
+        if not done:
+            raise TimeoutError(f"renewing leases took over {within:.1f}s")
+        return renewing.result()
+
+    async def _renew_once(self, running: set[str]) -> set[str]:
+        async with self.store.transaction() as session:
+            return await self.claimer.renew(session, running)
 
     # ------------------------------------------------------------------------- claims in a submission
 
