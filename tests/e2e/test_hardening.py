@@ -343,3 +343,18 @@ async def test_nested_lists_that_multiply_are_refused_before_running(server: Ser
     assert len(hub["requiredBy"]) == 20 and all(
         u["dependsOn"] == [{"name": "hub"}] for u in hub["requiredBy"]
     )
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/json", 'multipart/mixed;subscriptionSpec="1.0", application/json']
+)
+def test_a_subscription_over_http_is_refused_clearly(server: Server, accept: str) -> None:
+    response = httpx.post(
+        server.graphql,
+        json={"query": "subscription { resourceStateChanged { sequence } }"},
+        headers={**ADMIN, "Accept": accept},
+        timeout=10,
+    )
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "websocket at /graphql" in error["message"] and "graphql-transport-ws" in error["message"]

@@ -11,8 +11,13 @@ from typing import Any
 
 from graphql import GraphQLError, parse
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 UNAUTHENTICATED_MESSAGE = "authentication required: send a valid token as 'Authorization: Bearer <token>'"
+SUBSCRIPTION_OVER_HTTP = (
+    "subscriptions run over the websocket at /graphql (protocol graphql-transport-ws); "
+    "over HTTP only queries and mutations"
+)
 MAX_TOKENS = 2000
 CACHED_DOCUMENTS = 256  # distinct query texts kept parsed and validated (bounded: clients choose them)
 
@@ -56,9 +61,14 @@ class Guard(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        context.pre_execution_errors = _validate(
-            context.schema._schema, context.graphql_document, context.validation_rules
-        )
+        errors = _validate(context.schema._schema, context.graphql_document, context.validation_rules)
+        if (
+            not errors
+            and context.operation_type == OperationType.SUBSCRIPTION
+            and not getattr(context.context, "websocket", False)
+        ):
+            errors = [GraphQLError(SUBSCRIPTION_OVER_HTTP, extensions={"code": "BAD_USER_INPUT"})]
+        context.pre_execution_errors = errors
         yield
 
 
