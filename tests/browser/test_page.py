@@ -145,6 +145,36 @@ def test_resources_move_live_in_two_tabs_without_polling(platform: Platform, pag
     shot(first, platform, "resources")
 
 
+def test_the_page_lists_what_exists_and_streams_from_the_current_position(
+    platform: Platform, pages: Pages
+) -> None:
+    """The first load costs what exists now, not the history: the list, then the stream after it."""
+    platform.open_gate("before-load")
+    platform.call(
+        "mutation($spec: String!) { submitSpec(spec: $spec) { application { name } } }",
+        {"spec": spec("before-load", {"quick": ("gated", {"gate": "before-load"})})},
+    )
+    wait_until(lambda: state_of(platform, "before-load", "quick") == "ACTIVE")
+    position = platform.call("{ lastSequence }")["lastSequence"]
+    assert position > 0
+    page = pages(platform)
+    subscribed: list[dict[str, Any]] = []
+
+    def watch(ws: Any) -> None:
+        def sent(payload: str | bytes) -> None:
+            message = json.loads(payload)
+            if message.get("type") == "subscribe" and "resourceStateChanged" in message["payload"]["query"]:
+                subscribed.append(message["payload"].get("variables") or {})
+
+        ws.on("framesent", sent)
+
+    page.on("websocket", watch)
+    sign_in(page, platform)
+    expect(row(page, "before-load", "quick")).to_contain_text("ACTIVE")
+    wait_until(lambda: bool(subscribed))
+    assert subscribed[0]["after"] >= position, subscribed  # no replay of the whole history
+
+
 def test_refused_spec_shows_each_problem_below_the_form(platform: Platform, pages: Pages) -> None:
     page = pages(platform)
     sign_in(page, platform)

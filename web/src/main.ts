@@ -3,7 +3,15 @@ import { h, replace } from "./dom";
 import { RequestFailed, request } from "./graphql";
 import { Live, type LiveStatus } from "./live";
 import { storeToken, storedToken } from "./session";
-import { RESOURCE_EVENTS, ResourceStore, type StateEvent } from "./store";
+import {
+  LAST_SEQUENCE,
+  PAGE_SIZE,
+  RESOURCE_EVENTS,
+  RESOURCE_PAGE,
+  type ResourceRow,
+  ResourceStore,
+  type StateEvent,
+} from "./store";
 import { showDetails } from "./views/details";
 import { graphView } from "./views/graph";
 import { resourcesView } from "./views/resources";
@@ -47,10 +55,15 @@ function start(token: string | null): void {
       if (now === "refused") signOut(REFUSED);
     },
   });
-  live.subscribe<{ resourceStateChanged: StateEvent }>({
-    query: RESOURCE_EVENTS,
-    variables: () => ({ after: store.tracker.resumeAfter }),
-    onData: (data) => store.apply(data.resourceStateChanged),
+  const follow = () =>
+    live.subscribe<{ resourceStateChanged: StateEvent }>({
+      query: RESOURCE_EVENTS,
+      variables: () => ({ after: store.tracker.resumeAfter }),
+      onData: (data) => store.apply(data.resourceStateChanged),
+    });
+  loadResources(store, token).then(follow, (error: unknown) => {
+    if (error instanceof RequestFailed && error.code === "UNAUTHENTICATED") signOut(REFUSED);
+    else follow(); // the stream alone still builds the table (it replays from the start)
   });
   // For the browser tests: a real drop of the socket, as a network failure would cause.
   (window as unknown as { innominatus: object }).innominatus = {
@@ -118,6 +131,20 @@ function start(token: string | null): void {
   }
   window.addEventListener("hashchange", route);
   route();
+}
+
+/** The stream's position, then every resource as it stands now (in pages). */
+async function loadResources(store: ResourceStore, token: string | null): Promise<void> {
+  const { lastSequence } = await request<{ lastSequence: number }>(LAST_SEQUENCE, {}, token);
+  const rows: ResourceRow[] = [];
+  let after: string | null = null;
+  for (;;) {
+    const page: { resources: ResourceRow[] } = await request(RESOURCE_PAGE, { after }, token);
+    rows.push(...page.resources);
+    if (page.resources.length < PAGE_SIZE) break;
+    after = page.resources[page.resources.length - 1].id;
+  }
+  store.seed(rows, lastSequence);
 }
 
 void boot();

@@ -17,6 +17,11 @@ export class SequenceTracker {
     return this.highest;
   }
 
+  /** Start after `sequence` (what a list read after it already shows), unless something was seen. */
+  startAt(sequence: number): void {
+    if (this.highest === null) this.highest = sequence;
+  }
+
   /** True when the event is new and should be applied; false for a duplicate. */
   accept(sequence: number): boolean {
     if (this.highest !== null && sequence <= this.highest) return false;

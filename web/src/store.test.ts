@@ -29,4 +29,16 @@ describe("ResourceStore", () => {
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(changed.sort()).toEqual(["db:ACTIVE", "db:REQUESTED", "old:DELETED"]);
   });
+
+  it("starts from the list read after a position and follows the stream after it", async () => {
+    const store = new ResourceStore();
+    // Read after position 10: `a` already ACTIVE by a change at 12 the stream will bring again.
+    store.seed([{ ...row("a", "shop", "db"), state: "ACTIVE" }, row("b", "shop", "cache")], 10);
+    expect(store.tracker.resumeAfter).toBe(10);
+    store.apply({ sequence: 9, resourceId: "b", toState: "FAILED", resource: row("b", "shop", "cache") }); // old
+    store.apply({ sequence: 11, resourceId: "a", toState: "PROVISIONING", resource: row("a", "shop", "db") });
+    store.apply({ sequence: 12, resourceId: "a", toState: "ACTIVE", resource: row("a", "shop", "db") });
+    expect(store.list().map((r) => `${r.name}:${r.state}`)).toEqual(["cache:REQUESTED", "db:ACTIVE"]);
+    expect(store.tracker.resumeAfter).toBe(12);
+  });
 });

@@ -23,10 +23,18 @@ export const RESOURCE_EVENTS = `subscription($after: Int) {
   }
 }`;
 
+export const LAST_SEQUENCE = "{ lastSequence }";
+export const PAGE_SIZE = 1000;
+export const RESOURCE_PAGE = `query($after: ID) {
+  resources(first: ${PAGE_SIZE}, after: $after) { id application name type state updatedAt }
+}`;
+
 /**
- * Every visible resource, built from the resourceStateChanged stream alone: the first subscription
- * replays the history (afterSequence 0), later ones resume after the highest sequence applied, so the
- * table never misses a change and never needs a separate list query racing the stream.
+ * Every visible resource: the list as it stands (read after the stream's position `lastSequence`),
+ * then the resourceStateChanged stream after that position; later subscriptions resume after the
+ * highest sequence applied. The page's load costs what exists now, not the length of the history. A
+ * change made between reading the position and reading the list arrives again from the stream, in
+ * order, so the table ends in the latest state.
  */
 export class ResourceStore {
   readonly tracker = new SequenceTracker();
@@ -34,6 +42,16 @@ export class ResourceStore {
   private readonly listeners = new Set<(changed: ResourceRow) => void>();
   private pending = new Map<string, ResourceRow>();
   private scheduled = false;
+
+  /** The list read after position `sequence`: shown at once, the stream continues after it. */
+  seed(rows: ResourceRow[], sequence: number): void {
+    this.tracker.startAt(sequence);
+    for (const row of rows) {
+      this.rows.set(row.id, row);
+      this.pending.set(row.id, row);
+    }
+    this.flushSoon();
+  }
 
   apply(event: StateEvent): void {
     if (!this.tracker.accept(event.sequence)) return;

@@ -66,6 +66,14 @@ class Query:
         return Provider.from_model(reads.provider(info.context.services, info.context.caller, name))
 
     @strawberry.field(
+        description="The highest event position published so far (0: none yet). Read it, list what exists, "
+        "then subscribe to `resourceStateChanged(afterSequence:)` with it: every later change arrives, "
+        "without replaying the whole history."
+    )
+    async def last_sequence(self, info: Info) -> int:
+        return await reads.last_sequence(info.context.services, info.context.caller)
+
+    @strawberry.field(
         description=PAGE.replace("whose id is", "whose name is").replace("last id", "last name")
     )
     async def applications(

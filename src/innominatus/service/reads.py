@@ -61,6 +61,13 @@ def provider(services: Services, caller: Principal, name: str) -> Provider:
 # ---------------------------------------------------------------------------------------- applications
 
 
+async def last_sequence(services: Services, caller: Principal) -> int:
+    """The highest event position this server has published (every lower one was published before it):
+    a client lists what exists, then subscribes after this position and misses nothing, without
+    replaying the whole history. The position is global; what the caller may see is filtered as ever."""
+    return await services.store.sequencer.high_water()
+
+
 async def applications(
     services: Services, caller: Principal, *, first: int | None = None, after: str | None = None
 ) -> list[models.Application]:
