@@ -540,3 +540,32 @@ async def test_a_replica_cut_off_from_the_database_stops_its_runs(cluster: Clust
         partition.flowing.set()
         await asyncio.to_thread(stop_server, c)
         await partition.close()
+
+
+# ------------------------------------------------------------------ the listening connection drops
+
+
+async def test_a_replica_whose_listening_connection_dropped_catches_up(cluster: Cluster) -> None:
+    app = "relisten"
+    on_b: list[tuple[float, dict[str, Any]]] = []
+    conn = await asyncpg.connect(cluster.url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        async with _collect(cluster.b, STATE_CHANGED, on_b, app=app):
+            # Every replica's LISTEN connection is cut (as a restarted PgBouncer or a failover would);
+            # work done meanwhile must still reach B's subscriber once B has listened again.
+            cut = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'innominatus-listen' AND datname = current_database()"
+            )
+            assert cut >= 2
+            await _execute(cluster.a, SUBMIT, spec=_spec(app))
+            await _until(lambda: len(on_b) >= 3, 15, "B hears of A's work after listening again")
+            listening = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'innominatus-listen' AND datname = current_database()"
+            )
+            assert listening >= 2
+    finally:
+        await conn.close()
+    events = [e["resourceStateChanged"] for _, e in on_b]
+    assert [e["toState"] for e in events] == ["REQUESTED", "PROVISIONING", "ACTIVE"]

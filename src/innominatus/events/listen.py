@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 EVENTS = "innominatus_events"
 STEPS = "innominatus_steps"
 CANCEL = "innominatus_cancel"
+APPLICATION_NAME = "innominatus-listen"  # how the connection shows in pg_stat_activity
 PING_SECONDS = 5.0  # a silent network partition shows up as a failed ping, not as a closed socket
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -64,7 +65,9 @@ class Listener:
                 await asyncio.sleep(delay)
 
     async def _session(self) -> None:
-        conn: Any = await asyncpg.connect(self._dsn, timeout=10)
+        conn: Any = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+        )
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
