@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -60,7 +60,8 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, like uuid4().hex without building a UUID (a tenth of the cost)
+        request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         bind(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
