@@ -529,7 +529,7 @@ async def test_a_replica_cut_off_from_the_database_stops_its_runs(cluster: Clust
         partition.flowing.clear()
         # C cannot renew: within a lease (and one renewal period) it stops the run and kills the step.
         took = await _until(lambda: not _alive(held), LEASE * 2 + 3, "C stops the run it cannot renew")
-        assert took <= LEASE + LEASE / 3 + 2
+        assert took <= LEASE  # before its lease could run out: nobody else resumes a run it still runs
         final = await _resource(cluster.a, app, {"ACTIVE"}, timeout=LEASE + 10)  # taken over
         [workflow] = (await _execute(cluster.a, WORKFLOWS, app=app))["workflows"]
         assert workflow["steps"][0]["attempts"] == 2

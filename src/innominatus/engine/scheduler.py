@@ -159,26 +159,32 @@ class Engine:
                 self._wake.set()
 
     async def _heartbeat(self) -> None:
-        """Renew our leases; a run whose row says it is no longer ours (cancelled, taken over) is stopped,
-        and so is every run when the leases could not be renewed for as long as they last (cut off from
-        the database: another replica may own them by now)."""
+        """Renew our leases; a run whose row says it is no longer ours (cancelled, taken over) is stopped.
+        When the leases cannot be renewed (cut off from the database, or it stopped answering), every run
+        here is stopped shortly before its lease could run out, so that no other replica resumes a run
+        this one still executes (its writes would be refused by the fencing token, a step's effects not)."""
         interval = max(self.lease.total_seconds() / 3, 0.1)
+        margin = min(interval, 1.0)
+        pause = interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
+            pause = interval
             if not self._running:
                 self._renewed = time.monotonic()
                 continue
+            deadline = self._renewed + self.lease.total_seconds() - margin
+            started = time.monotonic()  # the database counts the renewed lease from about now
             try:
-                lost = await self._renew(interval)
+                lost = await self._renew(max(deadline - started, 0.05))
             except Exception:
-                log.exception("renewing leases failed")
-                if time.monotonic() - self._renewed >= self.lease.total_seconds():
-                    log.error("leases not renewed for %s; stopping this replica's runs", self.lease)
-                    lost = set(self._running)
-                else:
+                if time.monotonic() < deadline:
+                    log.exception("renewing leases failed; trying again")
+                    pause = min(interval, max(deadline - time.monotonic(), 0.05))
                     continue
+                log.exception("leases not renewed in time; stopping this replica's runs")
+                lost = set(self._running)
             else:
-                self._renewed = time.monotonic()
+                self._renewed = started
             for execution_id in lost:
                 task = self._running.get(execution_id)
                 if task is not None and not task.done():
@@ -187,8 +193,8 @@ class Engine:
 
     async def _renew(self, within: float) -> set[str]:
         """One renewal, given up on after `within` seconds: a database that stopped answering (a
-        partition drops packets, it refuses nothing) counts as a failed renewal and must not hold the
-        heartbeat. A renewal still hanging from before is not doubled."""
+        partition drops packets, it refuses nothing) must not hold the heartbeat past the leases. A
+        renewal still hanging from before is waited for, not doubled."""
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.create_task(self._renew_once(set(self._running)))
         renewing = self._renewing
