@@ -60,6 +60,7 @@ _FORGET = text(
     "DELETE FROM rate_hits WHERE bucket < floor(extract(epoch FROM statement_timestamp()) / :per) - 1"
 )
 FORGET_EVERY = 1000  # hits between removals of windows nobody reads any more
+FORGET_AFTER_WINDOWS = 10  # ... or windows, whichever comes first (a quiet replica prunes too)
 
 
 class SharedRateLimiter:
@@ -71,12 +72,16 @@ class SharedRateLimiter:
         self.window = per_seconds
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._hits = 0
+        self._forgot_at = time.monotonic()
 
     async def allow(self, key: str) -> bool:
         self._hits += 1
+        now = time.monotonic()
+        forget = self._hits % FORGET_EVERY == 0 or now - self._forgot_at > FORGET_AFTER_WINDOWS * self.window
         async with self._engine.connect() as conn:
             row = (await conn.execute(_HIT, {"key": key, "per": self.window})).one()
-            if self._hits % FORGET_EVERY == 0:
+            if forget:
+                self._forgot_at = now
                 await conn.execute(_FORGET, {"per": self.window})
         overlap = max(0.0, 1.0 - float(row.elapsed))
         return row.previous * overlap + row.current <= self.limit
