@@ -178,16 +178,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.services = services
         app.state.engine = orchestrator
         app.state.metrics = metrics
-        peers = replicas.listener(store, orchestrator)
+        other_replicas = replicas.listener(store, orchestrator)
         with pidfd_child_watcher():
             await orchestrator.start()
-            if peers is not None:
-                peers.start()
+            if other_replicas is not None:
+                other_replicas.start()
             try:
                 yield
             finally:
-                if peers is not None:
-                    await peers.stop()
+                if other_replicas is not None:
+                    await other_replicas.stop()
                 await orchestrator.stop()
                 await authenticator.close()
                 await store.close()

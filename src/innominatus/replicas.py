@@ -6,13 +6,10 @@ to the engine. What this replica sends: the numbering function's NOTIFY (migrati
 
 from __future__ import annotations
 
-import logging
-
+from innominatus.db.database import asyncpg_dsn
 from innominatus.engine import Engine
 from innominatus.events import listen, relay
 from innominatus.store import Store
-
-log = logging.getLogger(__name__)
 
 
 def listener(store: Store, engine: Engine) -> listen.Listener | None:
@@ -31,7 +28,7 @@ def listener(store: Store, engine: Engine) -> listen.Listener | None:
                 store.hub.publish_step(event)
 
     return listen.Listener(
-        listen.asyncpg_dsn(store.engine.url),
+        asyncpg_dsn(store.engine.url),
         {listen.EVENTS: on_events, listen.STEPS: on_steps, listen.CANCEL: engine.cancel_run},
         on_connect=store.sequencer.resync,
     )

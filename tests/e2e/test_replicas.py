@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from gql import GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
@@ -206,24 +207,32 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def _subscriptions(server: Server) -> int:
+    """Live subscriptions on the server (its /metrics gauge): a subscription counts once it is live."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{server.url}/metrics", timeout=10)).text
+    [line] = [line for line in text.splitlines() if line.startswith("innominatus_subscriptions ")]
+    return int(float(line.split()[1]))
+
+
 @contextlib.asynccontextmanager
 async def _collect(
     server: Server, document: Any, into: list[tuple[float, dict[str, Any]]], **variables: Any
 ) -> AsyncIterator[None]:
-    """Subscribe (acknowledged before the body runs) and collect (arrival time, payload) meanwhile."""
+    """Subscribe (live on the server before the body runs) and collect (arrival time, payload) meanwhile."""
     client = ws_client(server)
     session = await client.connect_async()
-    ready = asyncio.Event()
+    before = await _subscriptions(server)
 
     async def read() -> None:
-        stream = session.subscribe(GraphQLRequest(document, variable_values=variables))
-        ready.set()  # gql sends `subscribe` on the first iteration step; the ack came with connect
-        async for item in stream:
+        async for item in session.subscribe(GraphQLRequest(document, variable_values=variables)):
             into.append((time.monotonic(), item))
 
     task = asyncio.create_task(read())
-    await ready.wait()
-    await asyncio.sleep(0.3)  # the subscribe message is on the wire before the body acts
+    deadline = time.monotonic() + 10
+    while await _subscriptions(server) <= before:
+        assert time.monotonic() < deadline and not task.done(), "the subscription never became live"
+        await asyncio.sleep(0.02)
     try:
         yield
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy import URL, Engine, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -32,6 +32,11 @@ def normalize_url(url: str) -> str:
             "(use sqlite+aiosqlite:///file.db or postgresql+asyncpg://user@host/db)"
         )
     return parsed.render_as_string(hide_password=False)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The URL as asyncpg itself takes it (for connections outside SQLAlchemy's pool)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

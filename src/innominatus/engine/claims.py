@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, or_, select, text, update
@@ -48,7 +48,7 @@ class Claim:
     team: str | None = None
     started_step: int | None = None  # the step whose first attempt the claim itself recorded as RUNNING
     requested_at: datetime | None = None  # when its resource became REQUESTED (a create's claim only)
-    token: int = 1  # the lease's fencing token: every write of this run names it (engine/recorder.py)
+    token: int = 0  # the lease's fencing token: every write of this run names it (engine/recorder.py)
 
 
 # The first dependency of a resource that is not ACTIVE (NULL: ready), per dialect's JSON functions.
@@ -287,9 +287,7 @@ class Claimer:
             {"status": s.status, "outputs": self.box.open(s.outputs), "attempts": s.attempts}
             for s in steps.get(execution.id, [])
         ]
-        claim = self._claim_for(resource, execution, workflow, rows, inputs, siblings)
-        claim.token = execution.lease_token
-        return claim
+        return self._claim_for(resource, execution, workflow, rows, inputs, siblings)
 
     async def next_expiry(self, session: AsyncSession) -> float | None:
         """In how many seconds the earliest lease another engine holds runs out, by the database's clock
@@ -306,12 +304,8 @@ class Claimer:
         if self.postgres:
             seconds = await session.scalar(select(func.extract("epoch", earliest - clock.now(self.dialect))))
             return None if seconds is None else float(seconds)
-        moment = await session.scalar(select(earliest))
-        if moment is None:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return (moment - utcnow()).total_seconds()
+        moment = await session.scalar(select(earliest))  # UTCDateTime: an aware datetime
+        return None if moment is None else (moment - utcnow()).total_seconds()
 
     # ----------------------------------------------------------------------------------------- leases
 
@@ -383,6 +377,7 @@ class Claimer:
             steps=steps,
             secrets=known,
             team=resource.team,
+            token=execution.lease_token,
         )
 
 

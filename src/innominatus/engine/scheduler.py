@@ -122,20 +122,17 @@ class Engine:
             self._runs_backlog = True
             self._wake.set()
 
-    def cancel_run(self, execution_id: str) -> None:
-        """A run cancelled by any replica (a notification): stop it here if it runs here."""
+    def cancel_run(self, execution_id: str, why: str = "was cancelled") -> None:
+        """Stop a run if it runs here (cancelled by any replica, taken over, or its lease is lost)."""
         task = self._running.get(execution_id)
         if task is not None and not task.done():
-            log.info("execution %s was cancelled; stopping it here", execution_id)
+            log.info("execution %s %s; stopping it here", execution_id, why)
             task.cancel()
 
     def _cancel_local(self, resource_id: str) -> None:
         running = self._by_resource.get(resource_id)
-        if running is None or running[1] == Operation.DELETE:
-            return
-        task = self._running.get(running[0])
-        if task is not None:
-            task.cancel()
+        if running is not None and running[1] != Operation.DELETE:
+            self.cancel_run(running[0], "belongs to a resource being deleted")
 
     async def _loop(self) -> None:
         while True:
@@ -186,10 +183,7 @@ class Engine:
             else:
                 self._renewed = started
             for execution_id in lost:
-                task = self._running.get(execution_id)
-                if task is not None and not task.done():
-                    log.info("execution %s was cancelled or taken over; stopping it here", execution_id)
-                    task.cancel()
+                self.cancel_run(execution_id, "was cancelled or taken over")
 
     async def _renew(self, within: float) -> set[str]:
         """One renewal, given up on after `within` seconds: a database that stopped answering (a

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +21,6 @@ CANCEL = "innominatus_cancel"
 APPLICATION_NAME = "innominatus-listen"  # how the connection shows in pg_stat_activity
 PING_SECONDS = 5.0  # a silent network partition shows up as a failed ping, not as a closed socket
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-def asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Listener:
@@ -39,7 +34,6 @@ class Listener:
         self._handlers = handlers
         self._on_connect = on_connect
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="innominatus-listen")
@@ -74,7 +68,6 @@ class Listener:
             for channel, handler in self._handlers.items():
                 await conn.add_listener(channel, self._dispatch(handler))
             await self._on_connect()  # anything announced before LISTEN took effect is read now
-            self.connected.set()
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(PING_SECONDS):
@@ -83,7 +76,6 @@ class Listener:
                     await conn.fetchval("SELECT 1", timeout=PING_SECONDS)
             raise ConnectionError("the listening connection was closed")
         finally:
-            self.connected.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 2)
 
