@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from innominatus.db.inline_sqlite import InlineConnection
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -46,7 +48,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> AsyncEngine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = _create_sqlite_engine(url, **kwargs)
         _configure_sqlite(engine.sync_engine, foreign_keys=foreign_keys, read_only=False)
         return engine
     # Connections beyond pool_size are closed when handed back, and a new one costs a connect and
@@ -57,6 +59,16 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
     return create_async_engine(url, pool_size=30, max_overflow=10, pool_recycle=1800, **kwargs)
 
 
+def _create_sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """SQLAlchemy's aiosqlite dialect over connections that run in the loop's thread (inline_sqlite.py)."""
+    parsed = make_url(url)
+    database = parsed.database or ":memory:"
+    uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    return create_async_engine(
+        url, async_creator=lambda: InlineConnection.open(database, uri=uri), **kwargs
+    )
+
+
 def read_engine(engine: AsyncEngine) -> AsyncEngine:
     """The engine for read-only sessions. PostgreSQL: the same pool in autocommit, so a read is one
     round trip instead of three (no BEGIN and ROLLBACK around it). SQLite: a second engine whose
@@ -64,7 +76,7 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine:
     them run beside the writer)."""
     if not is_sqlite(engine):
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    reader = create_async_engine(engine.url, connect_args={"timeout": 30})
+    reader = _create_sqlite_engine(engine.url.render_as_string(hide_password=False))
     _configure_sqlite(reader.sync_engine, foreign_keys=True, read_only=True)
     return reader
 
@@ -81,20 +93,20 @@ def inline_read_engine(engine: AsyncEngine) -> Engine | None:
     reader = create_sync_engine(
         url, poolclass=StaticPool, connect_args={"timeout": 0, "check_same_thread": False}
     )
-    _configure_sqlite(reader, foreign_keys=True, read_only=True, busy_timeout_ms=0)
+    _configure_sqlite(reader, foreign_keys=True, read_only=True)
     return reader
 
 
-def _configure_sqlite(
-    engine: Engine, *, foreign_keys: bool, read_only: bool, busy_timeout_ms: int = 30000
-) -> None:
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so the BEGIN below is what runs.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         fk = "ON" if foreign_keys else "OFF"
-        pragmas = [f"foreign_keys={fk}", f"busy_timeout={busy_timeout_ms}"]
+        # Every connection runs in the loop's thread: SQLite's own busy handler would sleep there, so it
+        # is off, and inline_sqlite waits for a lock with asyncio.sleep instead.
+        pragmas = [f"foreign_keys={fk}", "busy_timeout=0"]
         # WAL is a property of the file (the writer sets it); it lets readers run beside the writer.
         pragmas += ["query_only=ON"] if read_only else ["journal_mode=WAL", "synchronous=NORMAL"]
         for pragma in pragmas:
