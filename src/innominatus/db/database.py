@@ -64,9 +64,7 @@ def _create_sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     database = parsed.database or ":memory:"
     uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
-    return create_async_engine(
-        url, async_creator=lambda: InlineConnection.open(database, uri=uri), **kwargs
-    )
+    return create_async_engine(url, async_creator=lambda: InlineConnection.open(database, uri=uri), **kwargs)
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine:
