@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
@@ -43,10 +43,12 @@ class NotFound(LookupError):
 
 async def lock_application(session: AsyncSession, name: str) -> Application | None:
     """The application row, locked for the rest of the transaction (so racing changes queue up)."""
-    query = select(Application).where(Application.name == name)
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return await session.scalar(query)
+    query = _LOCK_APPLICATION if session.bind.dialect.name == "postgresql" else _READ_APPLICATION
+    return await session.scalar(query, {"p_name": name})
+
+
+_READ_APPLICATION = select(Application).where(Application.name == bindparam("p_name"))  # built once
+_LOCK_APPLICATION = _READ_APPLICATION.with_for_update()
 
 
 async def application_resources(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import bindparam, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
@@ -41,18 +41,80 @@ STEP_LOG_LIMIT = 2 * 1024 * 1024  # characters of logs a step keeps over all its
 _CUT = "[... earlier attempts' logs cut here: a step keeps 2 MiB ...]\n"
 
 
-def _appended(logs: str) -> Any:
-    """The stored logs with an attempt's appended; past the step's limit, the middle goes (the first
-    attempts' head stays, the newest attempt stays whole: it is at most policy.LOG_LIMIT)."""
-    size = len(logs)
-    head = max(STEP_LOG_LIMIT - size - len(_CUT), 0)
-    return case(
-        (
-            func.length(WorkflowStep.logs) + size > STEP_LOG_LIMIT,
-            func.substr(WorkflowStep.logs, 1, head) + _CUT + logs,
-        ),
-        else_=WorkflowStep.logs + logs,
+# The step writes, built once: building a statement and its cache key costs more than running it.
+# Parameters are prefixed so none is taken for a column to SET.
+_steps = WorkflowStep.__table__
+_runs = WorkflowExecution.__table__
+_THIS_STEP = (_steps.c.execution_id == bindparam("p_run")) & (_steps.c.position == bindparam("p_position"))
+# Every write to the run's steps holds only while this engine still owns the run's lease with the
+# token it claimed it under; after a takeover or a cancel the new owner's record stands.
+_OURS = exists().where(
+    _runs.c.id == bindparam("p_run"),
+    _runs.c.status == WorkflowStatus.RUNNING,
+    _runs.c.lease_owner == bindparam("p_owner"),
+    _runs.c.lease_token == bindparam("p_token"),
+)
+# The stored logs with an attempt's appended; past the step's limit, the middle goes (the first
+# attempts' head stays, the newest attempt stays whole: it is at most policy.LOG_LIMIT).
+_NEW_LOGS = bindparam("p_logs", type_=_steps.c.logs.type)
+_LOGS = case(
+    (
+        func.length(_steps.c.logs) + bindparam("p_size") > STEP_LOG_LIMIT,
+        func.substr(_steps.c.logs, 1, bindparam("p_head")) + _CUT + _NEW_LOGS,
+    ),
+    else_=_steps.c.logs + _NEW_LOGS,
+)
+_START = (
+    update(_steps)
+    .where(_THIS_STEP, _OURS)
+    .values(
+        status=StepStatus.RUNNING,
+        attempts=_steps.c.attempts + 1,
+        started_at=bindparam("p_now", type_=_steps.c.started_at.type),
+        finished_at=None,
+        error_message=None,
     )
+    .returning(_steps.c.attempts)
+)
+_LOG_ATTEMPT = (
+    update(_steps)
+    .where(_THIS_STEP, _OURS)
+    .values(logs=_LOGS, error_message=bindparam("p_error", type_=_steps.c.error_message.type))
+    .returning(_steps.c.id)
+)
+_RESULT_VALUES = {
+    "logs": _LOGS,
+    "error_message": bindparam("p_error", type_=_steps.c.error_message.type),
+    "status": bindparam("p_status", type_=_steps.c.status.type),
+    "outputs": bindparam("p_outputs", type_=_steps.c.outputs.type),
+    "finished_at": bindparam("p_now", type_=_steps.c.finished_at.type),
+}
+_RESULT = update(_steps).where(_THIS_STEP, _OURS).values(_RESULT_VALUES).returning(_steps.c.id)
+# The run's finish checks the lease itself, in the same transaction.
+_RESULT_UNFENCED = update(_steps).where(_THIS_STEP).values(_RESULT_VALUES).returning(_steps.c.id)
+
+
+_FINISH = (
+    update(_runs)
+    .where(
+        _runs.c.id == bindparam("p_run"),
+        _runs.c.status == WorkflowStatus.RUNNING,
+        _runs.c.lease_owner == bindparam("p_owner"),
+        _runs.c.lease_token == bindparam("p_token"),
+    )
+    .values(
+        status=bindparam("p_status", type_=_runs.c.status.type),
+        error_message=bindparam("p_error", type_=_runs.c.error_message.type),
+        finished_at=bindparam("p_now", type_=_runs.c.finished_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(_runs.c.workflow_name)
+)
+
+
+def _log_parameters(logs: str) -> dict[str, Any]:
+    return {"p_logs": logs, "p_size": len(logs), "p_head": max(STEP_LOG_LIMIT - len(logs) - len(_CUT), 0)}
 
 
 class LeaseLost(Exception):
@@ -69,7 +131,7 @@ class StepRecorder:
         self._attempt_started = 0.0
         self.current: int | None = None
         self.attempt = 1
-        self._unwritten: tuple[int, dict[str, Any]] | None = None  # a final step result not stored yet
+        self._unwritten: dict[str, Any] | None = None  # a final step result not stored yet (parameters)
 
     # ------------------------------------------------------------------------------- runner hooks
 
@@ -82,18 +144,7 @@ class StepRecorder:
         else:
             async with self.store.transaction() as session:
                 await self._write_unwritten(session)
-                result = await session.execute(
-                    update(WorkflowStep)
-                    .where(self._row(index), self._fenced())
-                    .values(
-                        status=StepStatus.RUNNING,
-                        attempts=WorkflowStep.attempts + 1,
-                        started_at=utcnow(),
-                        finished_at=None,
-                        error_message=None,
-                    )
-                    .returning(WorkflowStep.attempts)
-                )
+                result = await session.execute(_START, {**self._ours(index), "p_now": utcnow()})
                 attempt = int(self._accepted(result.scalar_one_or_none()))
         self.attempt = attempt
         self._publish(index, StepStatus.RUNNING, attempt)
@@ -114,26 +165,21 @@ class StepRecorder:
             outcome = "succeeded" if result.succeeded else f"failed: {error}"
             newline = "" if logs.endswith("\n") or not logs else "\n"
             logs = f"--- attempt {attempt} ---\n{logs}{newline}--- attempt {attempt} {outcome} ---\n"
-        values: dict[str, Any] = {"logs": _appended(logs), "error_message": error}
+        values = {**self._ours(index), **_log_parameters(logs), "p_error": error}
         status = StepStatus.RUNNING
         if final:
             status = StepStatus.SUCCEEDED if result.succeeded else StepStatus.FAILED
             values.update(
-                status=status,
-                outputs=self.store.box.seal(result.outputs, declared, secrets),
-                finished_at=utcnow(),
+                p_status=status,
+                p_outputs=self.store.box.seal(result.outputs, declared, secrets),
+                p_now=utcnow(),
             )
-            self._unwritten = (index, values)  # stored with the next write of this run
+            self._unwritten = values  # stored with the next write of this run
             self.current = None
         else:
             async with self.store.transaction() as session:
-                result = await session.execute(
-                    update(WorkflowStep)
-                    .where(self._row(index), self._fenced())
-                    .values(**values)
-                    .returning(WorkflowStep.id)
-                )
-                self._accepted(result.scalar_one_or_none())
+                written = await session.execute(_LOG_ATTEMPT, values)
+                self._accepted(written.scalar_one_or_none())
         self._publish(index, status, attempt)
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
@@ -165,22 +211,15 @@ class StepRecorder:
             if resource is None:
                 return
             ours = await session.scalar(
-                update(WorkflowExecution)
-                .where(
-                    WorkflowExecution.id == claim.execution_id,
-                    WorkflowExecution.status == WorkflowStatus.RUNNING,
-                    WorkflowExecution.lease_owner == self.worker_id,
-                    WorkflowExecution.lease_token == claim.token,
-                )
-                .values(
-                    status=WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
-                    error_message=error,
-                    finished_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(WorkflowExecution.workflow_name)
-                .execution_options(synchronize_session=False)
+                _FINISH,
+                {
+                    "p_run": claim.execution_id,
+                    "p_owner": self.worker_id,
+                    "p_token": claim.token,
+                    "p_status": WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
+                    "p_error": error,
+                    "p_now": now,
+                },
             )
             if ours is None:
                 return  # cancelled or taken over meanwhile: not ours to finish
@@ -228,28 +267,21 @@ class StepRecorder:
     async def _write_unwritten(self, session: AsyncSession, *, fenced: bool = True) -> None:
         """`fenced=False`: the caller has just checked the lease itself (the run's finish)."""
         if self._unwritten is not None:
-            index, values = self._unwritten
-            result = await session.execute(
-                update(WorkflowStep)
-                .where(self._row(index), self._fenced() if fenced else True)
-                .values(**values)
-                .returning(WorkflowStep.id)
-            )
+            result = await session.execute(_RESULT if fenced else _RESULT_UNFENCED, self._unwritten)
             self._unwritten = None
             self._accepted(result.scalar_one_or_none())
 
     def _row(self, index: int) -> Any:
         return (WorkflowStep.execution_id == self.claim.execution_id) & (WorkflowStep.position == index)
 
-    def _fenced(self) -> Any:
-        """Every write to the run's steps holds only while this engine still owns the run's lease with
-        the token it claimed it under; after a takeover or a cancel the new owner's record stands."""
-        return exists().where(
-            WorkflowExecution.id == self.claim.execution_id,
-            WorkflowExecution.status == WorkflowStatus.RUNNING,
-            WorkflowExecution.lease_owner == self.worker_id,
-            WorkflowExecution.lease_token == self.claim.token,
-        )
+    def _ours(self, index: int) -> dict[str, Any]:
+        """The parameters naming step `index` of this run and the lease this engine claimed it under."""
+        return {
+            "p_run": self.claim.execution_id,
+            "p_position": index,
+            "p_owner": self.worker_id,
+            "p_token": self.claim.token,
+        }
 
     def _accepted(self, written: T | None) -> T:
         if written is None:
