@@ -109,9 +109,12 @@ class Resource(Base):
         Index("ix_resources_state", "state"),
         Index("ix_resources_application_name", "application_name"),
         # What a claim pass reads: REQUESTED rows not parked behind a dependency, oldest first. Parked rows
-        # (however many) never enter it, so a pass costs the batch, not the backlog.
+        # (however many) never enter it, so a pass costs the batch, not the backlog. It leads with the
+        # claim's own conditions, or SQLite (no statistics) walks the parked rows by ix_resources_state.
         Index(
             "ix_resources_claimable",
+            "state",
+            "waiting_for",
             "created_at",
             sqlite_where=text("state = 'REQUESTED' AND waiting_for IS NULL"),
             postgresql_where=text("state = 'REQUESTED' AND waiting_for IS NULL"),
