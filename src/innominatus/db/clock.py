@@ -10,13 +10,15 @@ from sqlalchemy import ColumnElement, Interval, func, literal
 from innominatus.db.models import UTCDateTime, utcnow
 
 
-def now(dialect: str) -> ColumnElement[datetime]:
+def now(dialect: str) -> ColumnElement[datetime] | datetime:
+    """PostgreSQL: an expression; SQLite: a plain value (an ORM insert with a SQL expression among its
+    values builds and compiles a statement of its own each time)."""
     if dialect == "postgresql":
         return func.statement_timestamp(type_=UTCDateTime())
-    return literal(utcnow(), UTCDateTime())
+    return utcnow()
 
 
-def later(dialect: str, delta: timedelta) -> ColumnElement[datetime]:
+def later(dialect: str, delta: timedelta) -> ColumnElement[datetime] | datetime:
     if dialect == "postgresql":
-        return now(dialect) + literal(delta, Interval())
-    return literal(utcnow() + delta, UTCDateTime())
+        return func.statement_timestamp(type_=UTCDateTime()) + literal(delta, Interval())
+    return utcnow() + delta

@@ -94,6 +94,7 @@ _RESULT = update(_steps).where(_THIS_STEP, _OURS).values(_RESULT_VALUES).returni
 _RESULT_UNFENCED = update(_steps).where(_THIS_STEP).values(_RESULT_VALUES).returning(_steps.c.id)
 
 
+_LOCK_RESOURCE = select(Resource).where(Resource.id == bindparam("p_id")).with_for_update()
 _FINISH = (
     update(_runs)
     .where(
@@ -207,7 +208,7 @@ class StepRecorder:
                     .where(Resource.id == claim.resource_id)
                     .with_for_update(of=Application)
                 )
-            resource = await session.get(Resource, claim.resource_id, with_for_update=True)
+            resource = await session.scalar(_LOCK_RESOURCE, {"p_id": claim.resource_id})
             if resource is None:
                 return
             ours = await session.scalar(
