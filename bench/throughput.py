@@ -7,9 +7,12 @@ rate (8 concurrent) measured in the same run, on PostgreSQL and on SQLite; faile
 rate = resources ACTIVE / (time from the first submit to the last ACTIVE seen on the subscription); with
 nothing failed or lost that is n / elapsed. Each client is its own keep-alive HTTP connection taking the
 next spec until `--n` are submitted. A resource without ACTIVE or FAILED after `--timeout` seconds is
-lost; a POST that fails counts as failed (`submit_errors`).
+lost; a POST that fails counts as failed (`submit_errors`). Clients are `harness.LeanHttp` connections:
+the load generator shares the two cores with the server, and httpx cost about 6 ms of CPU per POST.
+`--workers N` runs the PostgreSQL server as `innominatus serve --workers N`.
 
     python bench/throughput.py [--n 1000] [--clients 32] [--backend sqlite|postgresql|both] [--timeout 300]
+                               [--workers 1]
 
 Prints exactly one JSON line on stdout (progress on stderr); exits 1 when the target is missed.
 """
@@ -29,7 +32,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
-from harness import BenchServer, StateCollector, graphql_post, log, percentile
+from harness import BenchServer, LeanHttp, StateCollector, graphql_post, log, percentile
 
 TARGET_RATIO = 0.20
 BASH_CONCURRENCY = 8
@@ -59,7 +62,6 @@ async def measure_throughput(
     submitted: dict[str, float] = {}  # resource id → perf_counter just before its POST
     submit_errors: list[str] = []
     try:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(headers=srv.headers, timeout=WARMUP_WAIT_S) as client:
             for i in range(WARMUP):  # warm-up, and proof that the subscription is live
                 data = await graphql_post(
@@ -76,18 +78,27 @@ async def measure_throughput(
         async def client_loop(k: int) -> None:
             nonlocal next_index
             target = targets[k % len(targets)]
-            async with httpx.AsyncClient(headers=srv.headers, timeout=60.0, limits=limits) as client:
+            client = LeanHttp(target.graphql, srv.headers)
+            try:
                 while next_index < n and time.perf_counter() < deadline:
                     i = next_index
                     next_index += 1
                     t0 = time.perf_counter()
                     try:
-                        data = await graphql_post(
-                            client, target.graphql, SUBMIT, {"spec": harness.spec_for(f"{prefix}-{i}")}
-                        )
+                        async with asyncio.timeout(60.0):
+                            data = await client.post(SUBMIT, {"spec": harness.spec_for(f"{prefix}-{i}")})
                         submitted[data["submitSpec"]["resources"][0]["id"]] = t0
-                    except (RuntimeError, httpx.HTTPError, KeyError) as exc:
+                    except (
+                        RuntimeError,
+                        OSError,
+                        TimeoutError,
+                        asyncio.IncompleteReadError,
+                        KeyError,
+                    ) as exc:
                         submit_errors.append(f"{prefix}-{i}: {type(exc).__name__}: {exc}")
+                        await client.close()  # a broken exchange leaves the connection unusable
+            finally:
+                await client.close()
 
         try:
             async with asyncio.timeout(timeout_s):
@@ -132,11 +143,18 @@ async def measure_throughput(
     return result
 
 
-def run_backend(backend: str, providers: Path, n: int, clients: int, timeout_s: float) -> dict[str, Any]:
+def run_backend(
+    backend: str, providers: Path, n: int, clients: int, timeout_s: float, workers: int = 1
+) -> dict[str, Any]:
+    workers = workers if backend == "postgresql" else 1  # SQLite serves one process
     try:
-        with harness.database(backend) as url, harness.server(url, providers) as srv:
-            log(f"{backend}: {n} specs from {clients} clients, ACTIVE on one subscription ({srv.url})")
+        with harness.database(backend) as url, harness.server(url, providers, workers=workers) as srv:
+            log(
+                f"{backend}: {n} specs from {clients} clients, ACTIVE on one subscription ({srv.url}, "
+                f"{workers} server process{'es' if workers > 1 else ''})"
+            )
             result = asyncio.run(measure_throughput(srv, n, clients, f"tp-{backend[:2]}", timeout_s))
+            result["server_processes"] = workers
             log(f"  {result}")
             return result
     except Exception as exc:
@@ -152,9 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds per backend before the rest is lost (300)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="PostgreSQL: `innominatus serve --workers N` (default 1; SQLite always runs one process)",
+    )
     args = parser.parse_args(argv)
-    if args.n < 1 or args.clients < 1:
-        parser.error("--n and --clients must be at least 1")
+    if args.n < 1 or args.clients < 1 or args.workers < 1:
+        parser.error("--n, --clients and --workers must be at least 1")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
 
     log(f"measuring bash -c true spawn rate ({BASH_CONCURRENCY} concurrent)")
@@ -173,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="innominatus-bench-") as tmp:
         providers = harness.write_bench_provider(Path(tmp))
         for backend in backends:
-            result = run_backend(backend, providers, args.n, args.clients, args.timeout)
+            result = run_backend(backend, providers, args.n, args.clients, args.timeout, args.workers)
             if "per_s" in result:
                 result["ratio"] = round(result["per_s"] / bash_rate, 4)
             result["target_met"] = bool(

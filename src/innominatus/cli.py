@@ -16,6 +16,8 @@ from innominatus import logs
 from innominatus.config import Settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_LEVEL = "INNOMINATUS_LOG_LEVEL"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class UsageError(Exception):
@@ -32,6 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         providers_dir=Path(args.providers_dir) if getattr(args, "providers_dir", None) else None,
         config_file=Path(args.config) if getattr(args, "config", None) else None,
         dev=True if getattr(args, "dev", False) else None,
+        workers=getattr(args, "workers", None),
     )
 
 
@@ -59,20 +62,38 @@ def _serve(args: argparse.Namespace) -> int:
         settings.port,
         _safe_url(settings.database_url),
     )
-    # The stock asyncio loop: every workflow step spawns bash, and uvloop's spawn measured slower here
-    # (bench: 3.8 ms against 2.2 ms per `bash -c true`), while HTTP and websockets measured the same.
-    uvicorn.run(
-        app,
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         ws="websockets-sansio",
         ws_max_size=MAX_BODY_BYTES,  # a websocket message obeys the HTTP body limit (else closed, 1009)
+        # The stock asyncio loop: every workflow step spawns bash, and uvloop's spawn measured slower
+        # here (bench: 3.8 ms against 2.2 ms per `bash -c true`), while HTTP and websockets measured the same.
         loop="asyncio",
         # JSON lines: uvicorn's own loggers go through ours (its config would give them text handlers).
         **({"log_config": None} if _log_format() == "json" else {}),
     )
+    if settings.workers == 1:
+        uvicorn.run(app, **options)
+        return EXIT_OK
+    # Several processes on one socket, each a complete replica (PostgreSQL carries events, work and
+    # cancellation between them; see "Running several replicas"). uvicorn's supervisor starts them,
+    # restarts one that dies and passes signals on; each builds its app from these same settings.
+    del app
+    os.environ.update(settings.as_environment())
+    os.environ[LOG_LEVEL] = options["log_level"]
+    uvicorn.run("innominatus.cli:worker_app", factory=True, workers=settings.workers, **options)
     return EXIT_OK
+
+
+def worker_app() -> Any:
+    """The app of one of `serve --workers N`'s processes: a fresh interpreter, configured from the
+    environment the supervisor set up."""
+    from innominatus.app import create_app
+
+    _configure_logging(os.environ.get(LOG_LEVEL, "info"))
+    return create_app()
 
 
 def _safe_url(url: str) -> str:
@@ -198,7 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="local demos: loopback only, token 'test' and no token act as admin",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port, each a replica (INNOMINATUS_WORKERS, default 1; PostgreSQL only)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="INNOMINATUS_LOG_LEVEL, default info",
+    )
     serve.set_defaults(func=_serve)
 
     db = sub.add_parser("db", help="database maintenance")
@@ -263,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(level: str) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
+    logs.configure(level, _log_format())
+
+
 def _log_format() -> str:
     return os.environ.get("INNOMINATUS_LOG_FORMAT", "text").strip().lower() or "text"
 
@@ -273,9 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return EXIT_USAGE if exc.code else EXIT_OK
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin chatter is not ours to print
+    if args.command == "serve" and args.log_level is None:
+        args.log_level = os.environ.get(LOG_LEVEL, "").strip().lower() or "info"
+        if args.log_level not in LOG_LEVELS:
+            print(f"innominatus: {LOG_LEVEL}: must be one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
+            return EXIT_USAGE
     try:
-        logs.configure(getattr(args, "log_level", "warning"), _log_format())
+        _configure_logging(getattr(args, "log_level", "warning"))
     except ValueError as exc:
         print(f"innominatus: {exc}", file=sys.stderr)
         return EXIT_USAGE

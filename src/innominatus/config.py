@@ -40,7 +40,9 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "INNOMINATUS_SECRET_KEY_FILE": ("secret_key_file", Path),
     "INNOMINATUS_RATE_LIMIT": ("rate_limit", str),
     "INNOMINATUS_INTROSPECTION": ("introspection", _boolean),
+    "INNOMINATUS_WORKERS": ("workers", int),
 }
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Settings:
     secret_key_file: Path | None = None  # None: beside the SQLite file, else ./.innominatus/secret.key
     rate_limit: str = "600/60"
     introspection: bool = True
+    workers: int = 1  # server processes on one port (PostgreSQL only): each one a replica
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -82,7 +85,26 @@ class Settings:
             )
         if settings.concurrency < 1:
             raise ValueError(f"INNOMINATUS_CONCURRENCY: must be at least 1, got {settings.concurrency}")
+        if not 1 <= settings.workers <= MAX_WORKERS:
+            raise ValueError(f"workers: must be between 1 and {MAX_WORKERS}, got {settings.workers}")
+        if settings.workers > 1:
+            if make_url(settings.database_url).get_backend_name() == "sqlite":
+                raise ValueError(
+                    f"workers: {settings.workers} processes need PostgreSQL (INNOMINATUS_DATABASE_URL); "
+                    "the embedded SQLite database serves one process"
+                )
+            if settings.dev:
+                raise ValueError("--dev runs one worker: leave out --workers")
         return settings
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the environment variables that give them (for worker processes)."""
+        env: dict[str, str] = {}
+        for var, (name, convert) in ENVIRONMENT.items():
+            value = getattr(self, name)
+            if value is not None:
+                env[var] = ("true" if value else "false") if convert is _boolean else str(value)
+        return env
 
     def resolved_secret_key_file(self) -> Path:
         if self.secret_key_file is not None:
