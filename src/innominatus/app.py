@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             engine=orchestrator,
         )
 
-        async def reload_catalog() -> Catalog:
+        async def reload_here() -> Catalog:
             # Off the event loop: git fetches may take a while. Running workflows keep their definitions.
             fresh = await asyncio.to_thread(
                 load_catalog, settings.providers_dir, settings.resolved_config_file()
@@ -174,11 +174,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("providers reloaded: %s", ", ".join(fresh.providers) or "none")
             return fresh
 
+        async def reload_catalog() -> Catalog:
+            fresh = await reload_here()
+            await replicas.announce_reload(store)
+            return fresh
+
         services.reload_catalog = reload_catalog
         app.state.services = services
         app.state.engine = orchestrator
         app.state.metrics = metrics
-        other_replicas = replicas.listener(store, orchestrator)
+        other_replicas = replicas.listener(store, orchestrator, reload_here)
         with pidfd_child_watcher():
             await orchestrator.start()
             if other_replicas is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -446,6 +447,45 @@ async def test_delete_on_b_stops_a_run_on_a_at_once(cluster: Cluster) -> None:
         "state"
     ] != "DELETED":
         assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------- providers
+
+RELOAD = gql("mutation { reloadProviders { ok error providers { name } } }")
+PROVIDERS = gql("query { providers { name } }")
+
+
+async def test_a_provider_reload_on_a_reloads_b_too(cluster: Cluster) -> None:
+    folder = cluster.providers / "late-team"
+    (folder / "workflows").mkdir(parents=True)
+    (folder / "workflows" / "late.yaml").write_text(
+        workflow_yaml("late", "- name: n\n  type: policy\n  config:\n    script: 'true'\n")
+    )
+    (folder / "provider.yaml").write_text(
+        "apiVersion: v1\nkind: Provider\nmetadata:\n  name: late-team\n  version: 1.0.0\n  category: test\n"
+        "capabilities:\n  resourceTypeCapabilities:\n"
+        "    - type: late-thing\n      operations:\n        create:\n          workflow: late\n"
+        "workflows:\n  - name: late\n    file: ./workflows/late.yaml\n    operation: create\n"
+    )
+
+    async def names(server: Server) -> set[str]:
+        return {p["name"] for p in (await _execute(server, PROVIDERS))["providers"]}
+
+    try:
+        assert "late-team" not in await names(cluster.b)
+        reloaded = (await _execute(cluster.a, RELOAD))["reloadProviders"]
+        assert reloaded["ok"] is True and "late-team" in {p["name"] for p in reloaded["providers"]}
+        deadline = time.monotonic() + 5
+        while "late-team" not in await names(cluster.b):
+            assert time.monotonic() < deadline, "B kept its old catalog after A's reload"
+            await asyncio.sleep(0.05)
+    finally:
+        shutil.rmtree(folder)
+        await _execute(cluster.b, RELOAD)  # and back, on both
+    deadline = time.monotonic() + 5
+    while "late-team" in await names(cluster.a):
+        assert time.monotonic() < deadline, "A kept the removed provider after B's reload"
         await asyncio.sleep(0.05)
 
 

@@ -1,6 +1,6 @@
 """One LISTEN connection per replica (PostgreSQL): what other replicas announce arrives here the moment
-it commits — event positions (`innominatus_events`), step events (`innominatus_steps`) and cancelled
-runs (`innominatus_cancel`). A notification is only news: the events table stays the source of truth,
+it commits — event positions (`innominatus_events`), step events (`innominatus_steps`), cancelled
+runs (`innominatus_cancel`) and provider reloads (`innominatus_reload`). A notification is only news: the events table stays the source of truth,
 and after the connection was lost (notifications may be missed meanwhile) `on_connect` resyncs."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 EVENTS = "innominatus_events"
 STEPS = "innominatus_steps"
 CANCEL = "innominatus_cancel"
+RELOAD = "innominatus_reload"
 APPLICATION_NAME = "innominatus-listen"  # how the connection shows in pg_stat_activity
 PING_SECONDS = 5.0  # a silent network partition shows up as a failed ping, not as a closed socket
 RECONNECT_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
