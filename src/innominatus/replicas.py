@@ -52,8 +52,9 @@ def listener(
             for event in events:
                 store.hub.publish_step(event)
 
-    return listen.Listener(
+    found = listen.Listener(
         asyncpg_dsn(store.engine.url),
+        store.replica,
         {
             listen.EVENTS: on_events,
             listen.STEPS: on_steps,
@@ -62,6 +63,8 @@ def listener(
         },
         on_connect=store.sequencer.resync,
     )
+    store.relay_steps_while(found.has_peers)  # a lone replica sends its step events to no one
+    return found
 
 
 async def announce_reload(store: Store) -> None:

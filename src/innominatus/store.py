@@ -126,6 +126,11 @@ class Store:
         if self._step_relay is not None:
             self._step_relay.push(event)
 
+    def relay_steps_while(self, condition: Callable[[], bool]) -> None:
+        """Send step events to other replicas only while `condition()` holds (some replica listens)."""
+        if self._step_relay is not None:
+            self._step_relay.wanted = condition
+
     @staticmethod
     def on_end(session: AsyncSession, hook: Callable[[bool], None]) -> None:
         """Call `hook(committed)` when this transaction has ended, before its events are published."""

@@ -272,6 +272,34 @@ async def test_replicas_started_together_migrate_and_bootstrap_once(pg_server: s
 # ------------------------------------------------------------------------------------------ promise 2
 
 
+async def test_a_lone_replica_relays_step_events_only_once_another_listens(
+    pg_server: str, tmp_path: Path, cluster: Cluster
+) -> None:
+    url = (await create_pg_database(pg_server)).replace("postgresql+asyncpg://", "postgresql://", 1)
+    lone = start_server(
+        tmp_path / "lone",
+        database_url=url.replace("postgresql://", "postgresql+asyncpg://", 1),
+        args=["--providers-dir", str(cluster.providers)],
+    )
+    relayed: list[str] = []
+    watcher = await asyncpg.connect(url)
+    try:
+        wait_ready(lone)
+        await watcher.add_listener("innominatus_steps", lambda *args: relayed.append(args[3]))
+        await _execute(lone, SUBMIT, spec=_spec("alone-1"))
+        await _resource(lone, "alone-1", {"ACTIVE"})
+        await asyncio.sleep(0.5)
+        assert relayed == [], "step events went out with no other replica listening"
+        await watcher.execute("SELECT pg_notify('innominatus_hello', 'another-replica')")
+        await asyncio.sleep(0.5)
+        await _execute(lone, SUBMIT, spec=_spec("alone-2"))
+        await _resource(lone, "alone-2", {"ACTIVE"})
+        await _until(lambda: any("alone-2" in payload for payload in relayed), 5, "step events relayed")
+    finally:
+        await watcher.close()
+        stop_server(lone)
+
+
 async def test_state_and_step_events_of_work_on_a_reach_subscribers_on_b(cluster: Cluster) -> None:
     app = "cross-events"
     on_a: list[tuple[float, dict[str, Any]]] = []

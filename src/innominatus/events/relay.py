@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -74,8 +75,11 @@ class StepRelay:
         self._waiting: deque[str] = deque()
         self._sending: asyncio.Task[None] | None = None
         self._dropped = 0
+        self.wanted: Callable[[], bool] = lambda: True  # whether any replica would receive them
 
     def push(self, event: StepEvent) -> None:
+        if not self.wanted():
+            return
         if len(self._waiting) >= BUFFER:
             self._waiting.popleft()
             self._dropped += 1
