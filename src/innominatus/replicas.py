@@ -21,9 +21,7 @@ from innominatus.store import Store
 log = logging.getLogger(__name__)
 
 
-def listener(
-    store: Store, engine: Engine, reload: Callable[[], Awaitable[object]]
-) -> listen.Listener | None:
+def listener(store: Store, engine: Engine, reload: Callable[[], Awaitable[object]]) -> listen.Listener | None:
     """The replica's LISTEN connection (PostgreSQL); None for the embedded SQLite database. `reload`
     reloads this replica's provider catalog (another replica's reloadProviders succeeded)."""
     if store.dialect != "postgresql":
