@@ -5,6 +5,7 @@ wait for nothing are claimed in the same transaction (their runs start once it c
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -77,10 +78,14 @@ async def submit(
     *,
     caller: Principal | None = None,
     engine: Engine | None = None,
+    before_writing: Callable[[], Awaitable[object]] | None = None,
 ) -> SubmitResult:
-    """Store a spec for `caller` (None: trusted in-process use, e.g. tests and benchmarks)."""
+    """Store a spec for `caller` (None: trusted in-process use, e.g. tests and benchmarks).
+    `before_writing` is awaited once the spec passed its checks, before the transaction begins."""
     spec = validate(text, catalog)
     spec_text = text.decode("utf-8") if isinstance(text, bytes) else text
+    if before_writing is not None:
+        await before_writing()
     for attempt in range(_ATTEMPTS):
         try:
             async with store.transaction() as session:

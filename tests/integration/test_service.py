@@ -117,6 +117,18 @@ async def test_every_change_counts_against_the_callers_budget_refused_or_not(sto
         await changes.delete_application(svc, OTHER, "nope")
 
 
+async def test_a_refused_submission_writes_nothing_whatever_else_is_wrong(store: Store) -> None:
+    """The count runs beside the spec's checks; a refusal still wins and stops the write."""
+    svc = services(store, limit=1)
+    good = "apiVersion: score.dev/v1b1\nmetadata:\n  name: late\ncontainers:\n  main:\n    image: nginx\n"
+    await changes.submit(svc, SHOP, good.replace("late", "first"))
+    with pytest.raises(RateLimited):
+        await changes.submit(svc, SHOP, good)
+    with pytest.raises(RateLimited):
+        await changes.submit(svc, SHOP, "x" * 2_000_000)  # too large, and over budget: the refusal
+    assert [a.name for a in await reads.applications(svc, SHOP)] == ["first"]
+
+
 async def test_admin_functions_refuse_members_and_bad_values(store: Store) -> None:
     svc = services(store)
     with pytest.raises(Forbidden, match="only an admin token may manage tokens"):

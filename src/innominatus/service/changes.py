@@ -4,6 +4,7 @@ one transaction and refuses with a ServiceError that changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,18 +22,31 @@ from innominatus.states import ResourceState, WorkflowStatus
 
 
 async def submit(services: Services, caller: Principal, text: str | bytes) -> specs.SubmitResult:
-    await services.count_change(caller)
-    size = len(text.encode("utf-8") if isinstance(text, str) else text)
-    if size > MAX_SPEC_BYTES:
-        raise TooLarge(f"spec is larger than {MAX_SPEC_BYTES} bytes ({size})")
+    # The count (on PostgreSQL a round trip) runs while the spec is checked; it is settled before
+    # anything is written, and a refusal wins over any problem in the spec, as if it had come first.
+    counted = asyncio.ensure_future(services.count_change(caller))
     try:
+        size = len(text.encode("utf-8") if isinstance(text, str) else text)
+        if size > MAX_SPEC_BYTES:
+            raise TooLarge(f"spec is larger than {MAX_SPEC_BYTES} bytes ({size})")
         return await specs.submit(
-            services.store, services.catalog, text, caller=caller, engine=services.engine
+            services.store,
+            services.catalog,
+            text,
+            caller=caller,
+            engine=services.engine,
+            before_writing=lambda: counted,
         )
     except SpecError as exc:
+        await counted
         raise BadInput(str(exc), exc.problems) from None
     except specs.Forbidden as exc:
         raise Forbidden(str(exc)) from None
+    except BaseException:
+        await asyncio.wait([counted])  # settled either way, so its own error is never left unretrieved
+        if not counted.cancelled() and (refused := counted.exception()) is not None:
+            raise refused from None
+        raise
 
 
 async def update_resource(
