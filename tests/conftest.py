@@ -8,6 +8,7 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -114,45 +115,50 @@ def catalog() -> Catalog:
 ProviderFactory = Callable[..., Path]
 
 
+def write_provider(
+    base: Path,
+    workflows: dict[str, str],
+    *,
+    name: str = "test-team",
+    types: dict[str, dict[str, str]] | None = None,
+    manifest: str | None = None,
+) -> Path:
+    """Write provider folder `base/name` with the given workflows (file name → YAML); returns `base`.
+    `types` maps a resource type to {operation: workflow} (default: `test-db` creates with the first)."""
+    folder = base / name
+    (folder / "workflows").mkdir(parents=True, exist_ok=True)
+    for wf_name, body in workflows.items():
+        (folder / "workflows" / f"{wf_name}.yaml").write_text(textwrap.dedent(body))
+    if manifest is None:
+        types = types or {"test-db": {"create": next(iter(workflows))}}
+        lines = [
+            "apiVersion: v1",
+            "kind: Provider",
+            f"metadata:\n  name: {name}\n  version: 1.0.0\n  category: test",
+            "capabilities:\n  resourceTypeCapabilities:",
+        ]
+        for rtype, ops in types.items():
+            lines.append(f"    - type: {rtype}\n      operations:")
+            for op, wf in ops.items():
+                lines.append(f"        {op}:\n          workflow: {wf}")
+        lines.append("workflows:")
+        op_of = {wf: op for ops in types.values() for op, wf in ops.items()}
+        for wf_name in workflows:
+            lines.append(
+                f"  - name: {wf_name}\n    file: ./workflows/{wf_name}.yaml\n"
+                f"    operation: {op_of.get(wf_name, 'create')}"
+            )
+        manifest = "\n".join(lines) + "\n"
+    (folder / "provider.yaml").write_text(textwrap.dedent(manifest))
+    return base
+
+
 @pytest.fixture
 def make_provider(tmp_path: Path) -> ProviderFactory:
-    """Write a provider folder with the given workflows; returns the providers root."""
+    """`write_provider` under this test's tmp_path (or `root`); returns the providers root."""
 
-    def make(
-        workflows: dict[str, str],
-        *,
-        name: str = "test-team",
-        types: dict[str, dict[str, str]] | None = None,
-        root: Path | None = None,
-        manifest: str | None = None,
-    ) -> Path:
-        base = root or tmp_path / "providers"
-        folder = base / name
-        (folder / "workflows").mkdir(parents=True, exist_ok=True)
-        for wf_name, body in workflows.items():
-            (folder / "workflows" / f"{wf_name}.yaml").write_text(textwrap.dedent(body))
-        if manifest is None:
-            types = types or {"test-db": {"create": next(iter(workflows))}}
-            lines = [
-                "apiVersion: v1",
-                "kind: Provider",
-                f"metadata:\n  name: {name}\n  version: 1.0.0\n  category: test",
-                "capabilities:\n  resourceTypeCapabilities:",
-            ]
-            for rtype, ops in types.items():
-                lines.append(f"    - type: {rtype}\n      operations:")
-                for op, wf in ops.items():
-                    lines.append(f"        {op}:\n          workflow: {wf}")
-            lines.append("workflows:")
-            op_of = {wf: op for ops in types.values() for op, wf in ops.items()}
-            for wf_name in workflows:
-                lines.append(
-                    f"  - name: {wf_name}\n    file: ./workflows/{wf_name}.yaml\n"
-                    f"    operation: {op_of.get(wf_name, 'create')}"
-                )
-            manifest = "\n".join(lines) + "\n"
-        (folder / "provider.yaml").write_text(textwrap.dedent(manifest))
-        return base
+    def make(workflows: dict[str, str], *, root: Path | None = None, **options: Any) -> Path:
+        return write_provider(root or tmp_path / "providers", workflows, **options)
 
     return make
 

@@ -25,7 +25,7 @@ import pytest
 from gql import GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
 
-from tests.conftest import create_pg_database, fresh_pg_database, workflow_yaml
+from tests.conftest import create_pg_database, fresh_pg_database, workflow_yaml, write_provider
 from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, start_server, stop_server, wait_ready
 
@@ -485,17 +485,13 @@ PROVIDERS = gql("query { providers { name } }")
 
 
 async def test_a_provider_reload_on_a_reloads_b_too(cluster: Cluster) -> None:
+    write_provider(
+        cluster.providers,
+        {"late": workflow_yaml("late", "- name: n\n  type: policy\n  config:\n    script: 'true'\n")},
+        name="late-team",
+        types={"late-thing": {"create": "late"}},
+    )
     folder = cluster.providers / "late-team"
-    (folder / "workflows").mkdir(parents=True)
-    (folder / "workflows" / "late.yaml").write_text(
-        workflow_yaml("late", "- name: n\n  type: policy\n  config:\n    script: 'true'\n")
-    )
-    (folder / "provider.yaml").write_text(
-        "apiVersion: v1\nkind: Provider\nmetadata:\n  name: late-team\n  version: 1.0.0\n  category: test\n"
-        "capabilities:\n  resourceTypeCapabilities:\n"
-        "    - type: late-thing\n      operations:\n        create:\n          workflow: late\n"
-        "workflows:\n  - name: late\n    file: ./workflows/late.yaml\n    operation: create\n"
-    )
 
     async def names(server: Server) -> set[str]:
         return {p["name"] for p in (await _execute(server, PROVIDERS))["providers"]}

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from gql import gql
 
-from tests.conftest import fresh_pg_database, workflow_yaml
+from tests.conftest import fresh_pg_database, workflow_yaml, write_provider
 from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, run_server
 
@@ -27,18 +27,16 @@ STATE_CHANGED = gql("subscription { resourceStateChanged { resourceId toState } 
 
 
 def _providers(root: Path) -> Path:
-    folder = root / "providers" / "worker-team"
-    (folder / "workflows").mkdir(parents=True)
-    (folder / "workflows" / "wk-create.yaml").write_text(
-        workflow_yaml("wk-create", "- name: noop\n  type: policy\n  config:\n    script: 'true'\n")
+    return write_provider(
+        root / "providers",
+        {
+            "wk-create": workflow_yaml(
+                "wk-create", "- name: noop\n  type: policy\n  config:\n    script: 'true'\n"
+            )
+        },
+        name="worker-team",
+        types={"wk-thing": {"create": "wk-create"}},
     )
-    (folder / "provider.yaml").write_text(
-        "apiVersion: v1\nkind: Provider\nmetadata:\n  name: worker-team\n  version: 1.0.0\n  category: test\n"
-        "capabilities:\n  resourceTypeCapabilities:\n"
-        "    - type: wk-thing\n      operations:\n        create:\n          workflow: wk-create\n"
-        "workflows:\n  - name: wk-create\n    file: ./workflows/wk-create.yaml\n    operation: create\n"
-    )
-    return root / "providers"
 
 
 def _spec(app: str) -> str:
