@@ -56,3 +56,17 @@ def test_missing_providers_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "providers directory not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_log_level_variable_is_a_clear_error(tmp_path: Path) -> None:
+    result = run(["serve"], tmp_path, INNOMINATUS_LOG_LEVEL="verbose")
+    assert result.returncode == 2
+    assert "INNOMINATUS_LOG_LEVEL: must be one of debug, info, warning, error" in result.stderr
+    assert not (tmp_path / "innominatus.db").exists()
+
+
+def test_bad_workers_value_is_a_clear_error(tmp_path: Path) -> None:
+    result = run(["serve", "--workers", "0"], tmp_path)
+    assert result.returncode == 2
+    assert "workers: must be between 1 and 64, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
