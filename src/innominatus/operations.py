@@ -43,12 +43,11 @@ class NotFound(LookupError):
 
 async def lock_application(session: AsyncSession, name: str) -> Application | None:
     """The application row, locked for the rest of the transaction (so racing changes queue up)."""
-    query = _LOCK_APPLICATION if session.bind.dialect.name == "postgresql" else _READ_APPLICATION
-    return await session.scalar(query, {"p_name": name})
+    return await session.scalar(_LOCK_APPLICATION, {"p_name": name})
 
 
-_READ_APPLICATION = select(Application).where(Application.name == bindparam("p_name"))  # built once
-_LOCK_APPLICATION = _READ_APPLICATION.with_for_update()
+# Built once. SQLAlchemy drops FOR UPDATE on SQLite, whose writer holds the whole file's lock anyway.
+_LOCK_APPLICATION = select(Application).where(Application.name == bindparam("p_name")).with_for_update()
 
 
 async def application_resources(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 BUSY_TIMEOUT_S = 30.0
@@ -127,15 +127,8 @@ class InlineConnection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
     def cursor(self) -> InlineCursor:  # entered with `async with`, as aiosqlite's is
         return InlineCursor(self._conn.cursor())
-
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
-        return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
         await _patiently(self._conn.commit)

@@ -48,12 +48,13 @@ _runs = WorkflowExecution.__table__
 _THIS_STEP = (_steps.c.execution_id == bindparam("p_run")) & (_steps.c.position == bindparam("p_position"))
 # Every write to the run's steps holds only while this engine still owns the run's lease with the
 # token it claimed it under; after a takeover or a cancel the new owner's record stands.
-_OURS = exists().where(
-    _runs.c.id == bindparam("p_run"),
-    _runs.c.status == WorkflowStatus.RUNNING,
-    _runs.c.lease_owner == bindparam("p_owner"),
-    _runs.c.lease_token == bindparam("p_token"),
+_LEASE_HELD = (
+    (_runs.c.id == bindparam("p_run"))
+    & (_runs.c.status == WorkflowStatus.RUNNING)
+    & (_runs.c.lease_owner == bindparam("p_owner"))
+    & (_runs.c.lease_token == bindparam("p_token"))
 )
+_OURS = exists().where(_LEASE_HELD)
 # The stored logs with an attempt's appended; past the step's limit, the middle goes (the first
 # attempts' head stays, the newest attempt stays whole: it is at most policy.LOG_LIMIT).
 _NEW_LOGS = bindparam("p_logs", type_=_steps.c.logs.type)
@@ -97,12 +98,7 @@ _RESULT_UNFENCED = update(_steps).where(_THIS_STEP).values(_RESULT_VALUES).retur
 _LOCK_RESOURCE = select(Resource).where(Resource.id == bindparam("p_id")).with_for_update()
 _FINISH = (
     update(_runs)
-    .where(
-        _runs.c.id == bindparam("p_run"),
-        _runs.c.status == WorkflowStatus.RUNNING,
-        _runs.c.lease_owner == bindparam("p_owner"),
-        _runs.c.lease_token == bindparam("p_token"),
-    )
+    .where(_LEASE_HELD)
     .values(
         status=bindparam("p_status", type_=_runs.c.status.type),
         error_message=bindparam("p_error", type_=_runs.c.error_message.type),
@@ -248,9 +244,10 @@ class StepRecorder:
         run_id = self.claim.execution_id
         if self.claim.started_step is not None:  # recorded as started by the claim, but never ran
             await session.execute(
-                update(WorkflowStep)
-                .where(self._row(self.claim.started_step))
-                .values(status=StepStatus.PENDING, attempts=0, started_at=None)
+                update(_steps)
+                .where(_THIS_STEP)
+                .values(status=StepStatus.PENDING, attempts=0, started_at=None),
+                {"p_run": run_id, "p_position": self.claim.started_step},
             )
         await session.execute(
             update(WorkflowStep)
@@ -271,9 +268,6 @@ class StepRecorder:
             result = await session.execute(_RESULT if fenced else _RESULT_UNFENCED, self._unwritten)
             self._unwritten = None
             self._accepted(result.scalar_one_or_none())
-
-    def _row(self, index: int) -> Any:
-        return (WorkflowStep.execution_id == self.claim.execution_id) & (WorkflowStep.position == index)
 
     def _ours(self, index: int) -> dict[str, Any]:
         """The parameters naming step `index` of this run and the lease this engine claimed it under."""

@@ -29,19 +29,19 @@ async def submit(services: Services, caller: Principal, text: str | bytes) -> sp
         size = len(text.encode("utf-8") if isinstance(text, str) else text)
         if size > MAX_SPEC_BYTES:
             raise TooLarge(f"spec is larger than {MAX_SPEC_BYTES} bytes ({size})")
-        return await specs.submit(
-            services.store,
-            services.catalog,
-            text,
-            caller=caller,
-            engine=services.engine,
-            before_writing=lambda: counted,
-        )
-    except SpecError as exc:
-        await counted
-        raise BadInput(str(exc), exc.problems) from None
-    except specs.Forbidden as exc:
-        raise Forbidden(str(exc)) from None
+        try:
+            return await specs.submit(
+                services.store,
+                services.catalog,
+                text,
+                caller=caller,
+                engine=services.engine,
+                before_writing=lambda: counted,
+            )
+        except SpecError as exc:
+            raise BadInput(str(exc), exc.problems) from None
+        except specs.Forbidden as exc:
+            raise Forbidden(str(exc)) from None
     except BaseException:
         await asyncio.wait([counted])  # settled either way, so its own error is never left unretrieved
         if not counted.cancelled() and (refused := counted.exception()) is not None:
