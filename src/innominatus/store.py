@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from innominatus.db.database import inline_read_engine, read_engine, sessionmaker
+from innominatus.db.database import checkpointer, inline_read_engine, read_engine, sessionmaker
 from innominatus.events import EventHub, Sequencer, StepEvent
 from innominatus.events.relay import StepRelay
 from innominatus.lifecycle import WROTE_EVENTS
@@ -57,6 +57,9 @@ class Store:
         # SQLite lets one writer in at a time and makes the others sleep and retry (up to 100 ms a
         # nap); queueing this process's writers here hands the lock over at once instead.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._checkpoints = checkpointer(engine)
+        if self._checkpoints is not None:
+            self._checkpoints.start()
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -138,6 +141,8 @@ class Store:
 
     async def close(self) -> None:
         self.sequencer.close()
+        if self._checkpoints is not None:
+            await asyncio.to_thread(self._checkpoints.stop)
         if self._step_relay is not None:
             self._step_relay.close()
         if self._reader.sync_engine.pool is not self.engine.sync_engine.pool:

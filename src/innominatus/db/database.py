@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from innominatus.db.checkpoints import BACKSTOP_PAGES, Checkpointer
 from innominatus.db.inline_sqlite import InlineConnection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -95,6 +96,15 @@ def inline_read_engine(engine: AsyncEngine) -> Engine | None:
     return reader
 
 
+def checkpointer(engine: AsyncEngine) -> Checkpointer | None:
+    """SQLite file only: the thread that checkpoints its write-ahead log (not started)."""
+    url = engine.url
+    if not is_sqlite(engine) or url.database in (None, "", ":memory:"):
+        return None
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+    return Checkpointer(url.database, uri=uri)
+
+
 def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -106,7 +116,9 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) ->
         # is off, and inline_sqlite waits for a lock with asyncio.sleep instead.
         pragmas = [f"foreign_keys={fk}", "busy_timeout=0"]
         # WAL is a property of the file (the writer sets it); it lets readers run beside the writer.
-        pragmas += ["query_only=ON"] if read_only else ["journal_mode=WAL", "synchronous=NORMAL"]
+        # Writers leave checkpoints to a thread of their own (db/checkpoints.py) but as a backstop.
+        writer = ["journal_mode=WAL", "synchronous=NORMAL", f"wal_autocheckpoint={BACKSTOP_PAGES}"]
+        pragmas += ["query_only=ON"] if read_only else writer
         for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
