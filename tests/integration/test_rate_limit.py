@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from innominatus.db import models
 from innominatus.ratelimit import RateLimiter, SharedRateLimiter, rate_limiter
@@ -40,3 +41,20 @@ async def test_windows_nobody_reads_any_more_are_removed(store: Store) -> None:
             select(func.count()).select_from(models.RateHit).where(models.RateHit.key == "token-c")
         )
     assert rows == 1
+
+
+async def test_a_hits_quick_commit_leaves_its_connection_durable(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("the in-process limiter writes nothing")
+    one_connection = create_async_engine(store.engine.url, pool_size=1, max_overflow=0)
+    try:
+        limiter = SharedRateLimiter(one_connection, 1000, 60)
+        assert await limiter.allow("token-d")
+        # The setting was the hit's own transaction's: the same connection is durable again.
+        async with one_connection.connect() as conn:
+            assert await conn.scalar(text("SHOW synchronous_commit")) == "on"
+    finally:
+        await one_connection.dispose()
+    async with store.session() as session:
+        hits = await session.scalar(select(models.RateHit.hits).where(models.RateHit.key == "token-d"))
+    assert hits == 1

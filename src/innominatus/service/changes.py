@@ -25,6 +25,7 @@ async def submit(services: Services, caller: Principal, text: str | bytes) -> sp
     # The count (on PostgreSQL a round trip) runs while the spec is checked; it is settled before
     # anything is written, and a refusal wins over any problem in the spec, as if it had come first.
     counted = asyncio.ensure_future(services.count_change(caller))
+    await asyncio.sleep(0)  # the count's statement goes out now, not after the checks below
     try:
         size = len(text.encode("utf-8") if isinstance(text, str) else text)
         if size > MAX_SPEC_BYTES:
