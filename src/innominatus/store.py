@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import checkpointer, inline_read_engine, read_engine, sessionmaker
+from innominatus.db.inserts import insert_pending
 from innominatus.events import EventHub, Sequencer, StepEvent
 from innominatus.events.relay import StepRelay
 from innominatus.lifecycle import WROTE_EVENTS
@@ -108,8 +109,12 @@ class Store:
                     async with session.begin():
                         yield session
                         written = session.info.get(WROTE_EVENTS, ())
-                        if written and self.sequencer.in_transaction:
+                        numbering = bool(written) and self.sequencer.in_transaction
+                        if numbering:
                             await self.sequencer.number(session, written)
+                        await insert_pending(session)  # the new rows, in one statement (db/inserts.py)
+                        if numbering:
+                            await self.sequencer.release(session, written)
                     committed = True
                 finally:
                     if self.sequencer.in_transaction:

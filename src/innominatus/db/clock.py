@@ -3,6 +3,7 @@ when a lease ran out. The embedded SQLite database serves one process: there its
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Interval, func, literal
@@ -20,5 +21,11 @@ def now(dialect: str) -> ColumnElement[datetime] | datetime:
 
 def later(dialect: str, delta: timedelta) -> ColumnElement[datetime] | datetime:
     if dialect == "postgresql":
-        return func.statement_timestamp(type_=UTCDateTime()) + literal(delta, Interval())
+        return _later_on_postgresql(delta)
     return utcnow() + delta
+
+
+@functools.lru_cache(maxsize=16)
+def _later_on_postgresql(delta: timedelta) -> ColumnElement[datetime]:
+    # The same object for the same lease: a statement that carries it is built once (db/inserts.py).
+    return func.statement_timestamp(type_=UTCDateTime()) + literal(delta, Interval())
