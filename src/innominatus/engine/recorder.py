@@ -83,13 +83,19 @@ _LOG_ATTEMPT = (
     .values(logs=_LOGS, error_message=bindparam("p_error", type_=_steps.c.error_message.type))
     .returning(_steps.c.id)
 )
-_RESULT_VALUES = {
-    "logs": _LOGS,
-    "error_message": bindparam("p_error", type_=_steps.c.error_message.type),
-    "status": bindparam("p_status", type_=_steps.c.status.type),
-    "outputs": bindparam("p_outputs", type_=_steps.c.outputs.type),
-    "finished_at": bindparam("p_now", type_=_steps.c.finished_at.type),
-}
+
+
+def _result_values(prefix: str) -> dict[str, Any]:
+    return {
+        "logs": _LOGS,
+        "error_message": bindparam(f"{prefix}error", type_=_steps.c.error_message.type),
+        "status": bindparam(f"{prefix}status", type_=_steps.c.status.type),
+        "outputs": bindparam(f"{prefix}outputs", type_=_steps.c.outputs.type),
+        "finished_at": bindparam(f"{prefix}now", type_=_steps.c.finished_at.type),
+    }
+
+
+_RESULT_VALUES = _result_values("p_")
 _RESULT = update(_steps).where(_THIS_STEP, _OURS).values(_RESULT_VALUES).returning(_steps.c.id)
 # The run's finish checks the lease itself, in the same transaction.
 _RESULT_UNFENCED = update(_steps).where(_THIS_STEP).values(_RESULT_VALUES).returning(_steps.c.id)
@@ -108,6 +114,20 @@ _FINISH = (
     )
     .returning(_runs.c.workflow_name)
 )
+
+
+# PostgreSQL: the run's finish and its last step's result in one round trip, the step's result written only
+# if the finish was (the lease held). Its values are named apart (s_) from the run's own status and error.
+_FINISHED = _FINISH.cte("finished")
+_LAST_RESULT = (
+    update(_steps)
+    .where(_THIS_STEP, exists(select(_FINISHED.c.workflow_name)))
+    .values(_result_values("s_"))
+    .returning(_steps.c.id)
+    .cte("last_result")
+)
+_FINISH_WITH_RESULT = select(_FINISHED.c.workflow_name, select(_LAST_RESULT.c.id).scalar_subquery())
+_APART = {"p_error": "s_error", "p_status": "s_status", "p_outputs": "s_outputs", "p_now": "s_now"}
 
 
 def _log_parameters(logs: str) -> dict[str, Any]:
@@ -207,17 +227,24 @@ class StepRecorder:
             resource = await session.scalar(_LOCK_RESOURCE, {"p_id": claim.resource_id})
             if resource is None:
                 return
-            ours = await session.scalar(
-                _FINISH,
-                {
-                    "p_run": claim.execution_id,
-                    "p_owner": self.worker_id,
-                    "p_token": claim.token,
-                    "p_status": WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
-                    "p_error": error,
-                    "p_now": now,
-                },
-            )
+            finish = {
+                "p_run": claim.execution_id,
+                "p_owner": self.worker_id,
+                "p_token": claim.token,
+                "p_status": WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED,
+                "p_error": error,
+                "p_now": now,
+            }
+            last = self._unwritten
+            if last is not None and self.store.dialect == "postgresql":
+                self._unwritten = None
+                step = {_APART.get(key, key): value for key, value in last.items()}
+                found = (await session.execute(_FINISH_WITH_RESULT, {**step, **finish})).one_or_none()
+                ours = found[0] if found is not None else None
+                if ours is not None:
+                    self._accepted(found[1])  # type: ignore[index]
+            else:
+                ours = await session.scalar(_FINISH, finish)
             if ours is None:
                 return  # cancelled or taken over meanwhile: not ours to finish
             self.outcome = WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED
