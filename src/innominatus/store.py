@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import checkpointer, inline_read_engine, read_engine, sessionmaker
-from innominatus.db.inserts import insert_pending
+from innominatus.db.writes import write_pending
 from innominatus.events import EventHub, Sequencer, StepEvent
 from innominatus.events.relay import StepRelay
 from innominatus.lifecycle import WROTE_EVENTS
@@ -112,7 +112,7 @@ class Store:
                         numbering = bool(written) and self.sequencer.in_transaction
                         if numbering:
                             await self.sequencer.number(session, written)
-                        await insert_pending(session)  # the new rows, in one statement (db/inserts.py)
+                        await write_pending(session)  # PostgreSQL: in one statement (db/writes.py)
                         if numbering:
                             await self.sequencer.release(session, written)
                     committed = True

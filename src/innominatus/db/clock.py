@@ -27,5 +27,5 @@ def later(dialect: str, delta: timedelta) -> ColumnElement[datetime] | datetime:
 
 @functools.lru_cache(maxsize=16)
 def _later_on_postgresql(delta: timedelta) -> ColumnElement[datetime]:
-    # The same object for the same lease: a statement that carries it is built once (db/inserts.py).
+    # The same object for the same lease: a statement that carries it is built once (db/writes.py).
     return func.statement_timestamp(type_=UTCDateTime()) + literal(delta, Interval())

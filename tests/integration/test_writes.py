@@ -1,16 +1,17 @@
-"""On PostgreSQL a transaction's new rows go out as one statement (db/inserts.py) and come back as the
-ORM would have left them: persistent, unchanged, with their defaults and generated keys. What it cannot
-write as the ORM would, the ORM still writes. On SQLite the ORM's flush writes them all."""
+"""On PostgreSQL a transaction's new rows and changed columns go out as one statement (db/writes.py) and
+the objects are as the ORM would have left them: persistent, unchanged, with their defaults and generated
+keys. What it cannot write as the ORM would, the ORM still writes. On SQLite the ORM's flush writes all."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import delete, inspect, select
+from sqlalchemy.orm.exc import StaleDataError
 
 from innominatus import lifecycle, specs
-from innominatus.db import inserts
+from innominatus.db import writes
 from innominatus.db.models import Application, Event, Resource, new_id
 from innominatus.providers import load_catalog
 from innominatus.states import ResourceState
@@ -73,14 +74,14 @@ async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -
         resource = Resource(
             application_id="", application_name="own", name="db", type="t", provider=None, outputs={}
         )
-        await inserts.insert_pending(session)  # nothing yet refers to the application: it goes first
+        await writes.write_pending(session)  # nothing yet refers to the application: it goes first
         assert not session.new
         assert app.id is not None and app.created_at is not None  # Python defaults, as the ORM fills them
         assert inspect(app).persistent and not session.dirty
         resource.application_id = app.id
         session.add(resource)
         event = await lifecycle.create(session, resource)
-        await inserts.insert_pending(session)
+        await writes.write_pending(session)
         assert event.id is not None and inspect(event).persistent
         # The identity map has them: a query in the same transaction hands back the same objects.
         assert await session.get(Resource, resource.id) is resource
@@ -103,7 +104,7 @@ async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> No
             second = Event(**same, to_state="REQUESTED")  # the same sentinels: keys could be swapped
             app = Application(name="twins", revision=1, spec={})
             session.add_all([first, second, app])
-            await inserts.insert_pending(session)
+            await writes.write_pending(session)
             assert set(session.new) == {first, second}  # the application went; the twins wait for the flush
     assert first.id is not None and second.id is not None and first.id != second.id
     assert len([s for s in statements if "INSERT INTO" in s]) == 1
@@ -112,9 +113,50 @@ async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> No
 async def test_a_very_large_spec_is_written_by_the_orm(store: Store, make_provider: ProviderFactory) -> None:
     wf = workflow_yaml("provision-test", "- name: a\n  type: policy\n  config:\n    script: 'true'\n")
     catalog = load_catalog(make_provider({"provision-test": wf}), None)
-    count = inserts.MAX_PARAMETERS // 20 + 10  # past the limit with resources and events alone
+    count = writes.MAX_PARAMETERS // 20 + 10  # past the limit with resources and events alone
     result = await specs.submit(store, catalog, spec("large", count))
     assert len(result.resources) == count
     async with store.session() as session:
         stored = await session.scalars(select(Resource.name).where(Resource.application_name == "large"))
         assert sorted(stored) == sorted(f"r{i}" for i in range(count))
+
+
+async def test_changed_columns_go_out_in_the_same_statement(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite keeps the ORM's flush")
+    async with store.transaction() as session:
+        app = Application(name="changes", revision=1, spec={})
+        session.add(app)
+    with counting(store) as statements:
+        async with store.transaction() as session:
+            loaded = await session.get(Application, app.id)
+            assert loaded is not None
+            loaded.revision = 2
+            loaded.spec = {"v": 2}
+            session.add(Event(resource_id=new_id(), application_name="changes", to_state="REQUESTED"))
+            await writes.write_pending(session)
+            assert not session.new and not session.is_modified(loaded)
+    # The read, then one statement with the insert and the update; the commit has nothing left to write.
+    assert len(statements) == 2 and "UPDATE applications" in statements[1], statements
+    async with store.session() as session:
+        stored = await session.get(Application, app.id)
+        assert stored is not None and (stored.revision, stored.spec) == (2, {"v": 2})
+
+
+async def test_an_update_whose_row_is_gone_fails_the_transaction(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite keeps the ORM's flush")
+    async with store.transaction() as session:
+        app = Application(name="gone", revision=1, spec={})
+        session.add(app)
+    with pytest.raises(StaleDataError):
+        async with store.transaction() as session:
+            loaded = await session.get(Application, app.id)
+            assert loaded is not None
+            # Behind the ORM's back (it would forget the object otherwise): the row goes, the object stays.
+            await (await session.connection()).execute(
+                delete(Application.__table__).where(Application.__table__.c.id == app.id)
+            )
+            loaded.revision = 5
+    async with store.session() as session:  # rolled back whole: the row is still there, unchanged
+        assert await session.scalar(select(Application.revision).where(Application.id == app.id)) == 1

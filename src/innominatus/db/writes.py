@@ -1,18 +1,21 @@
-"""A transaction's new rows on PostgreSQL: one statement (a chain of INSERTs in one WITH) instead of the
-ORM's flush.
+"""A transaction's writes on PostgreSQL: one statement (each INSERT and UPDATE a WITH of its own) instead of
+the ORM's flush, which makes a round trip of every table it inserts into and every row it updates.
 
-Why: a submission adds seven objects (application, revision, resource, two events, execution, step).
-The ORM's unit of work wrote them as six INSERTs, one round trip each, with bookkeeping around every one:
-over 200 submissions (and their claims) in one process, 6.4-6.9 ms of CPU and 9.0-9.5 ms a submission
-before, 2.9-5.4 ms and 4.2-9.0 ms with this. SQLite runs in the process, where a statement costs
-microseconds: the same code there made more Python calls than the ORM's flush, so SQLite keeps the flush.
+Why: a submission adds seven objects (application, revision, resource, two events, execution, step),
+which the ORM wrote as six INSERTs with bookkeeping around each: over 200 submissions (and their claims)
+in one process, 6.4-6.9 ms of CPU and 9.0-9.5 ms a submission before, 2.9-5.4 ms and 4.2-9.0 ms with
+this. A run's finish inserts its event and updates its resource: two round trips, now one. SQLite runs
+in the process, where a statement costs microseconds: the same code there made more Python calls than
+the ORM's flush, so SQLite keeps the flush.
 
-How: `insert_pending` takes the session's pending objects (those no query has flushed yet), fills in the
-columns' Python defaults as the ORM would, inserts them in foreign-key order, reads back the keys the
-database generated, and hands the objects to the session as persistent and unchanged, exactly as after
-an ORM flush: later queries find them in the identity map and the commit has nothing of theirs to write.
-An object this cannot write as the ORM would (a column whose default is SQL or only the server's, a JSON
-column left unset) is left pending, and the ORM flushes it as before; so are rows past MAX_PARAMETERS.
+How: `write_pending` takes the session's pending objects (those no query has flushed yet) with the
+columns' Python defaults filled in as the ORM would, and the changed columns of its persistent objects;
+it inserts and updates them in one statement, reads back the keys the database generated (and checks
+every update found its row, as the ORM does), and leaves the objects as after an ORM flush: persistent,
+unchanged, in the identity map, with nothing of theirs for the commit to write. What it cannot write as
+the ORM would (a column whose default is SQL or only the server's, a JSON column left unset, a changed
+key or SQL expression, a version counter or `onupdate`) stays with the ORM; so does everything past
+MAX_PARAMETERS.
 """
 
 from __future__ import annotations
@@ -21,10 +24,24 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, ClauseElement, Column, Table, bindparam, cast, insert, literal, select
+from sqlalchemy import (
+    JSON,
+    ClauseElement,
+    Column,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    inspect,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy import String as SqlString
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, make_transient_to_detached, object_mapper
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 
 from innominatus.db.models import Base
 
@@ -36,7 +53,7 @@ _SENTINELS: dict[str, tuple[str, ...]] = {
     "application_revisions": ("application_id", "revision"),
 }
 _ORDER = {table: index for index, table in enumerate(Base.metadata.sorted_tables)}
-_SHAPES_KEPT = 256  # statements built, one per shape of a transaction's new rows
+_SHAPES_KEPT = 256  # statements built, one per shape of a transaction's writes
 # Past this many values (a spec of a few hundred resources) the ORM writes them: PostgreSQL takes at
 # most 32,767 parameters a statement, and a statement that size is compiled for one use.
 MAX_PARAMETERS = 5_000
@@ -53,8 +70,8 @@ class _New:
         self.obj, self.row = obj, row
 
 
-async def insert_pending(session: AsyncSession) -> None:
-    """PostgreSQL: write the session's pending objects now (see the module docstring)."""
+async def write_pending(session: AsyncSession) -> None:
+    """PostgreSQL: write the session's pending objects and changed columns now (module docstring)."""
     if session.get_bind().dialect.name != "postgresql":
         return
     by_table: dict[Table, list[_New]] = {}
@@ -67,24 +84,77 @@ async def insert_pending(session: AsyncSession) -> None:
         by_table.setdefault(table, []).append(_New(obj, row))
     for table in [t for t, news in by_table.items() if not _distinct(t, news)]:
         del by_table[table]  # rows it could not tell apart: the ORM writes them
-    if not by_table or sum(len(n) * len(n[0].row) for n in by_table.values()) > MAX_PARAMETERS:
+    changes = [change for change in map(_change, list(session.dirty)) if change is not None]
+    size = sum(len(n) * len(n[0].row) for n in by_table.values()) + sum(len(c.values) for c in changes)
+    if not (by_table or changes) or size > MAX_PARAMETERS:
         return
     groups = sorted(by_table.items(), key=lambda item: _ORDER[item[0]])
     connection = await session.connection()
-    compiled = _plan(groups, connection.dialect)
+    compiled = _plan(groups, changes, connection.dialect)
     values = {
         f"p{t}_{r}_{key}": value
         for t, (_, news) in enumerate(groups)
         for r, new in enumerate(news)
         for key, value in new.row.items()
     }
-    result = await connection.exec_driver_sql(compiled.sql, compiled.arguments(values))
-    _assign(groups, result.all())
+    for u, change in enumerate(changes):
+        values[f"u{u}__key"] = change.key
+        values.update({f"u{u}_{key}": value for key, value in change.values.items()})
+    returned = (await connection.exec_driver_sql(compiled.sql, compiled.arguments(values))).all()
+    _assign(groups, returned)
+    _settle(changes, returned)
     for _, news in groups:
         for new in news:
             session.expunge(new.obj)
             make_transient_to_detached(new.obj)
             session.add(new.obj)
+
+
+class _Changed:
+    """A persistent object's changed columns, and the key of its row."""
+
+    __slots__ = ("attributes", "key", "obj", "table", "values")
+
+    def __init__(
+        self, obj: Any, table: Table, key: Any, values: dict[str, Any], attributes: list[str]
+    ) -> None:
+        self.obj, self.table, self.key, self.values, self.attributes = obj, table, key, values, attributes
+
+
+def _change(obj: Any) -> _Changed | None:
+    """What the ORM's flush would UPDATE for `obj`, or None: nothing, or more than a plain UPDATE by a
+    one-column key (a key or SQL expression changed, a version counter, a column with `onupdate`)."""
+    state = inspect(obj)
+    mapper = state.mapper
+    table = mapper.local_table
+    if not state.persistent or not isinstance(table, Table) or table not in _ORDER:
+        return None
+    if mapper.version_id_col is not None or len(mapper.primary_key) != 1 or state.identity is None:
+        return None
+    values: dict[str, Any] = {}
+    attributes: list[str] = []
+    for prop in mapper.column_attrs:
+        added = state.attrs[prop.key].history.added
+        if not added:
+            continue
+        column = prop.columns[0]
+        if column.primary_key or isinstance(added[0], ClauseElement):
+            return None
+        values[column.key] = added[0]
+        attributes.append(prop.key)
+    if not values or any(column.onupdate is not None for column in table.c):
+        return None
+    return _Changed(obj, table, state.identity[0], values, attributes)
+
+
+def _settle(changes: list[_Changed], returned: Sequence[Any]) -> None:
+    """Every UPDATE found its row (as the ORM checks); the objects now hold what is stored."""
+    found = {row[0] for row in returned if row[0] >= _UPDATES}
+    for u, change in enumerate(changes):
+        if _UPDATES + u not in found:
+            raise StaleDataError(f"{change.table.name} {change.key}: the row to update is gone")
+        for attribute in change.attributes:
+            set_committed_value(change.obj, attribute, getattr(change.obj, attribute))
 
 
 def _row(obj: Any, mapper: Mapper[Any]) -> dict[str, Any] | None:
@@ -142,19 +212,34 @@ def _marker(value: Any) -> Any:
     return id(value) if isinstance(value, ClauseElement) else "bound"
 
 
-def _plan(groups: Sequence[tuple[Table, list[_New]]], dialect: Any) -> _Compiled:
-    """The statement for rows of this shape, built and compiled once."""
-    shape = tuple(
-        (table.name, tuple(tuple((k, _marker(v)) for k, v in new.row.items()) for new in news))
-        for table, news in groups
+def _plan(groups: Sequence[tuple[Table, list[_New]]], changes: list[_Changed], dialect: Any) -> _Compiled:
+    """The statement for rows and changes of this shape, built and compiled once."""
+    shape = (
+        tuple(
+            (table.name, tuple(tuple((k, _marker(v)) for k, v in new.row.items()) for new in news))
+            for table, news in groups
+        ),
+        tuple((change.table.name, tuple(change.values)) for change in changes),
     )
     compiled = _statements.get(shape)
     if compiled is None:
         if len(_statements) >= _SHAPES_KEPT:
             _statements.clear()
         inserts = [(table, _insert(t, table, news)) for t, (table, news) in enumerate(groups)]
-        compiled = _statements[shape] = _Compiled(_chained(inserts), dialect)
+        updates = [_update(u, change) for u, change in enumerate(changes)]
+        compiled = _statements[shape] = _Compiled(_chained(inserts, updates), dialect)
     return compiled
+
+
+def _update(u: int, change: _Changed) -> Any:
+    table = change.table
+    (key,) = [column for column in table.c if column.primary_key]
+    return (
+        update(table)
+        .where(key == bindparam(f"u{u}__key", type_=key.type))
+        .values({name: bindparam(f"u{u}_{name}", type_=table.c[name].type) for name in change.values})
+        .returning(key)
+    )
 
 
 def _insert(t: int, table: Table, news: list[_New]) -> Any:
@@ -173,11 +258,13 @@ def _insert(t: int, table: Table, news: list[_New]) -> Any:
     return statement.returning(generated, *(table.c[name] for name in _SENTINELS.get(table.name, ())))
 
 
-def _chained(inserts: list[tuple[Table, Any]]) -> Any:
-    """One statement: each INSERT a WITH of its own, and the generated keys of all as rows of
-    (group, key, sentinels as text)."""
+def _chained(inserts: list[tuple[Table, Any]], updates: list[Any]) -> Any:
+    """One statement: each INSERT and UPDATE a WITH of its own, and as its rows (group, key as text,
+    sentinels as text): the generated keys of every insert, and a row for every update that found its
+    row (group _UPDATES + its index)."""
     reads = []
     ctes = []
+    width = len(_LONGEST)
     for t, (table, statement) in enumerate(inserts):
         cte = statement.cte(f"new_{t}")
         ctes.append(cte)
@@ -185,8 +272,13 @@ def _chained(inserts: list[tuple[Table, Any]]) -> Any:
             continue
         key, *sentinels = cte.c
         texts = [cast(column, SqlString) for column in sentinels]
-        texts += [literal(None, SqlString)] * (len(_LONGEST) - len(texts))
-        reads.append(select(literal(t), key, *texts))
+        texts += [literal(None, SqlString)] * (width - len(texts))
+        reads.append(select(literal(t), cast(key, SqlString), *texts))
+    for u, statement in enumerate(updates):
+        cte = statement.cte(f"changed_{u}")
+        ctes.append(cte)
+        (key,) = cte.c
+        reads.append(select(literal(_UPDATES + u), cast(key, SqlString), *[literal(None, SqlString)] * width))
     if not reads:
         final = select(literal(0))
     elif len(reads) == 1:
@@ -199,6 +291,7 @@ def _chained(inserts: list[tuple[Table, Any]]) -> Any:
 
 
 _LONGEST = max(_SENTINELS.values(), key=len)
+_UPDATES = 1_000_000  # groups from here on are updates
 
 
 class _Compiled:
@@ -226,7 +319,7 @@ def _assign(groups: Sequence[tuple[Table, list[_New]]], returned: Sequence[Any])
         generated = _generated(table)
         if generated is None:
             continue
-        rows = sorted((row for row in returned if row[0] == t), key=lambda row: row[1])
+        rows = sorted((row for row in returned if row[0] == t), key=lambda row: int(row[1]))
         if len(rows) != len(news):
             raise RuntimeError(f"{table.name}: {len(news)} rows inserted, {len(rows)} keys returned")
         names = _SENTINELS.get(table.name, ())
@@ -234,7 +327,7 @@ def _assign(groups: Sequence[tuple[Table, list[_New]]], returned: Sequence[Any])
             expected = tuple(_as_text(new.row[name]) for name in names)
             if tuple(_as_text(v) for v in row[2 : 2 + len(names)]) != expected:
                 raise RuntimeError(f"{table.name}: generated keys came back out of insert order")
-            setattr(new.obj, generated.key, row[1])
+            setattr(new.obj, generated.key, int(row[1]))
 
 
 def _as_text(value: Any) -> str | None:
