@@ -14,10 +14,10 @@ from tests.integration.helpers import running_engine, settle
 from tests.integration.test_query_counts import counting
 
 # Statements besides BEGIN/COMMIT. SQLite: 16 (22–23 before claims moved into the submission and the
-# duplicate transitions table went; about 60 originally). PostgreSQL: 11, counting the two step-event
-# relays a lone replica leaves out (16 before a transaction's new rows went out as one statement and the
+# duplicate transitions table went; about 60 originally). PostgreSQL: 10, counting the two step-event
+# relays a lone replica leaves out (16 before a transaction's writes went out as one statement and the
 # run's finish took its last step's result along).
-PER_RESOURCE = {"sqlite": 17, "postgresql": 11}
+PER_RESOURCE = {"sqlite": 17, "postgresql": 10}
 
 
 def spec(app: str) -> str:
