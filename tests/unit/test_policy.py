@@ -162,6 +162,18 @@ async def test_cwd_is_a_fresh_temp_dir_that_is_removed() -> None:
     assert first.logs.splitlines()[0] != second.logs.splitlines()[0]
 
 
+async def test_the_step_directory_goes_whatever_the_script_left_in_it() -> None:
+    clean = 'echo "cwd=$PWD"\necho "answer=42" >> "$INNOMINATUS_OUTPUT"\n'  # only our own files
+    messy = 'echo "cwd=$PWD"\nmkdir -p a/b && touch a/b/c .hidden\n'  # a tree of its own
+    for script in (clean, messy):
+        result = await run_policy(script)
+        assert result.succeeded, result.error
+        cwd = re.search(r"cwd=(.*)", result.logs)
+        assert cwd
+        assert not Path(cwd.group(1)).parent.exists(), script
+    assert (await run_policy(clean)).outputs == {"answer": "42"}
+
+
 async def test_environment_is_minimal_plus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INNOMINATUS_TEST_SECRET", "leaked")
     script = (
