@@ -14,8 +14,8 @@ it inserts and updates them in one statement, reads back the keys the database g
 every update found its row, as the ORM does), and leaves the objects as after an ORM flush: persistent,
 unchanged, in the identity map, with nothing of theirs for the commit to write. What it cannot write as
 the ORM would (a column whose default is SQL or only the server's, a JSON column left unset, a changed
-key or SQL expression, a version counter or `onupdate`) stays with the ORM; so does everything past
-MAX_PARAMETERS.
+key or SQL expression, a version counter or `onupdate`) stays with the ORM; so does a transaction of more
+than MAX_ROWS rows (see there).
 """
 
 from __future__ import annotations
@@ -54,9 +54,12 @@ _SENTINELS: dict[str, tuple[str, ...]] = {
 }
 _ORDER = {table: index for index, table in enumerate(Base.metadata.sorted_tables)}
 _SHAPES_KEPT = 256  # statements built, one per shape of a transaction's writes
-# Past this many values (a spec of a few hundred resources) the ORM writes them: PostgreSQL takes at
-# most 32,767 parameters a statement, and a statement that size is compiled for one use.
-MAX_PARAMETERS = 5_000
+# The hot transactions are small: a submission of a resource writes 7 rows, a run's finish 2. A statement
+# is compiled once per shape (tables and row counts), which for dozens of rows costs tens of ms in the
+# loop: claim passes of varying batch sizes made a new shape each time and stalled the server (two
+# replicas' subscribers fell behind). Larger transactions are the ORM's, whose statements do not depend
+# on the row count.
+MAX_ROWS = 12
 
 _statements: dict[tuple[Any, ...], _Compiled] = {}
 
@@ -85,8 +88,8 @@ async def write_pending(session: AsyncSession) -> None:
     for table in [t for t, news in by_table.items() if not _distinct(t, news)]:
         del by_table[table]  # rows it could not tell apart: the ORM writes them
     changes = [change for change in map(_change, list(session.dirty)) if change is not None]
-    size = sum(len(n) * len(n[0].row) for n in by_table.values()) + sum(len(c.values) for c in changes)
-    if not (by_table or changes) or size > MAX_PARAMETERS:
+    rows = sum(len(news) for news in by_table.values()) + len(changes)
+    if not rows or rows > MAX_ROWS:
         return
     groups = sorted(by_table.items(), key=lambda item: _ORDER[item[0]])
     connection = await session.connection()
