@@ -27,6 +27,18 @@ def spec(app: str, resources: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def only_postgresql(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite keeps the ORM's flush")
+
+
+async def stored_application(store: Store, name: str) -> Application:
+    async with store.transaction() as session:
+        app = Application(name=name, revision=1, spec={})
+        session.add(app)
+    return app
+
+
 def inserts_in(statements: list[str]) -> list[str]:
     return [s.split("(")[0].strip() for s in statements if "INSERT INTO" in s]
 
@@ -66,8 +78,7 @@ async def test_a_submission_writes_its_rows_in_one_statement_on_postgresql(
 
 
 async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps the ORM's flush")
+    only_postgresql(store)
     async with store.transaction() as session:
         app = Application(name="own", revision=1, spec={})
         session.add(app)
@@ -95,8 +106,7 @@ async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -
 
 
 async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps the ORM's flush")
+    only_postgresql(store)
     same: dict[str, Any] = {"resource_id": new_id(), "application_name": "twins", "from_state": None}
     async with store.transaction() as session:
         with counting(store) as statements:
@@ -125,11 +135,8 @@ async def test_a_large_spec_is_written_by_the_orm(store: Store, make_provider: P
 
 
 async def test_changed_columns_go_out_in_the_same_statement(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps the ORM's flush")
-    async with store.transaction() as session:
-        app = Application(name="changes", revision=1, spec={})
-        session.add(app)
+    only_postgresql(store)
+    app = await stored_application(store, "changes")
     with counting(store) as statements:
         async with store.transaction() as session:
             loaded = await session.get(Application, app.id)
@@ -147,11 +154,8 @@ async def test_changed_columns_go_out_in_the_same_statement(store: Store) -> Non
 
 
 async def test_an_update_whose_row_is_gone_fails_the_transaction(store: Store) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps the ORM's flush")
-    async with store.transaction() as session:
-        app = Application(name="gone", revision=1, spec={})
-        session.add(app)
+    only_postgresql(store)
+    app = await stored_application(store, "gone")
     with pytest.raises(StaleDataError):
         async with store.transaction() as session:
             loaded = await session.get(Application, app.id)
