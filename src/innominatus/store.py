@@ -109,12 +109,9 @@ class Store:
                     async with session.begin():
                         yield session
                         written = session.info.get(WROTE_EVENTS, ())
-                        numbering = bool(written) and self.sequencer.in_transaction
-                        if numbering:
+                        if written and self.sequencer.in_transaction:
                             await self.sequencer.number(session, written)
                         await write_pending(session)  # PostgreSQL: in one statement (db/writes.py)
-                        if numbering:
-                            await self.sequencer.release(session, written)
                     committed = True
                 finally:
                     if self.sequencer.in_transaction:

@@ -89,20 +89,15 @@ class Sequencer:
     async def number(self, session: AsyncSession, written: Written) -> None:
         """SQLite: number the transaction's events before it commits (it holds the write lock). The
         embedded database serves one process, whose writers take turns: the last position committed
-        is known here, and read from the table only when it is not (at start, after a rollback).
-        The events are numbered before they are inserted (no UPDATE afterwards); `release` follows."""
+        is known here, and read from the table only when it is not (at start, after a rollback)."""
         top = self._top
         if top is None:
-            with session.no_autoflush:
+            with session.no_autoflush:  # numbered before they are inserted: no UPDATE afterwards
                 top = int(await session.scalar(select(func.max(Event.sequence))) or 0)
         for position, (event, _) in enumerate(written, start=top + 1):
             event.sequence = position
         self._top = None  # unknown until `settle` hears how the transaction ended
         self._numbered = top + len(written)
-
-    @staticmethod
-    async def release(session: AsyncSession, written: Written) -> None:
-        """SQLite, after `number`: what became ACTIVE releases the resources parked behind it."""
         await lifecycle.release_dependents(
             session, [(r.application_id, r.name) for e, r in written if e.to_state == ResourceState.ACTIVE]
         )
