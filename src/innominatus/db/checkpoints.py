@@ -67,7 +67,8 @@ class Checkpointer:
             conn = sqlite3.connect(self._database, uri=self._uri, timeout=_WAIT_FOR_READERS_MS / 1000)
         except sqlite3.Error:
             log.exception(
-                "cannot open %s for WAL checkpoints; writers' log grows until restart", self._database
+                "cannot open %s for WAL checkpoints; the writers' own (at BACKSTOP_PAGES) take over",
+                self._database,
             )
             return
         try:

@@ -60,11 +60,14 @@ def create_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Asyn
     return create_async_engine(url, pool_size=30, max_overflow=10, pool_recycle=1800, **kwargs)
 
 
+def _sqlite_database(url: URL) -> tuple[str, bool]:
+    """The database a SQLite URL names (`:memory:` when none) and whether it is a `file:` URI."""
+    return url.database or ":memory:", str(url.query.get("uri", "")).lower() in ("true", "1")
+
+
 def _create_sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """SQLAlchemy's aiosqlite dialect over connections that run in the loop's thread (inline_sqlite.py)."""
-    parsed = make_url(url)
-    database = parsed.database or ":memory:"
-    uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    database, uri = _sqlite_database(make_url(url))
     return create_async_engine(url, async_creator=lambda: InlineConnection.open(database, uri=uri), **kwargs)
 
 
@@ -86,7 +89,7 @@ def inline_read_engine(engine: AsyncEngine) -> Engine | None:
     hundred rows costs less read inline than the five thread hand-offs aiosqlite makes for it.
     The loop never interleaves two calls, so one connection serves all. It never waits for a lock (the
     loop would stand still): a busy database raises at once, and the caller reads the ordinary way."""
-    if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
+    if not is_sqlite(engine) or _sqlite_database(engine.url)[0] == ":memory:":
         return None
     url = engine.url.set(drivername="sqlite+pysqlite")
     reader = create_sync_engine(
@@ -98,11 +101,10 @@ def inline_read_engine(engine: AsyncEngine) -> Engine | None:
 
 def checkpointer(engine: AsyncEngine) -> Checkpointer | None:
     """SQLite file only: the thread that checkpoints its write-ahead log (not started)."""
-    url = engine.url
-    if not is_sqlite(engine) or url.database in (None, "", ":memory:"):
+    if not is_sqlite(engine):
         return None
-    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
-    return Checkpointer(url.database, uri=uri)
+    database, uri = _sqlite_database(engine.url)
+    return None if database == ":memory:" else Checkpointer(database, uri=uri)
 
 
 def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) -> None:

@@ -75,7 +75,7 @@ class _New:
 
 async def write_pending(session: AsyncSession) -> None:
     """PostgreSQL: write the session's pending objects and changed columns now (module docstring)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql" or len(session.new) > MAX_ROWS:
         return
     by_table: dict[Table, list[_New]] = {}
     for obj in list(session.new):
@@ -310,10 +310,11 @@ class _Compiled:
         ]
 
     def arguments(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            process(values.get(name, fixed)) if process is not None else values.get(name, fixed)
-            for name, process, fixed in self._order
-        )
+        out = []
+        for name, process, fixed in self._order:
+            value = values.get(name, fixed)
+            out.append(value if process is None else process(value))
+        return tuple(out)
 
 
 def _assign(groups: Sequence[tuple[Table, list[_New]]], returned: Sequence[Any]) -> None:
