@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from innominatus.db import direct
 from innominatus.db.models import Event, Resource, new_id, utcnow
 from innominatus.states import ResourceState as S
 
@@ -89,7 +90,7 @@ async def release_dependents(session: AsyncSession, activated: Iterable[tuple[st
     """
     pairs = [{"b_app": app, "b_name": name} for app, name in activated]
     if pairs:
-        await session.execute(_RELEASE, pairs)
+        await direct.rows(session, _RELEASE, pairs)
 
 
 _resources = Resource.__table__

@@ -109,9 +109,12 @@ class Store:
                     async with session.begin():
                         yield session
                         written = session.info.get(WROTE_EVENTS, ())
-                        if written and self.sequencer.in_transaction:
+                        numbered = bool(written) and self.sequencer.in_transaction
+                        if numbered:
                             await self.sequencer.number(session, written)
-                        await write_pending(session)  # PostgreSQL: in one statement (db/writes.py)
+                        await write_pending(session)  # without the ORM's flush (db/writes.py)
+                        if numbered:
+                            await self.sequencer.release(session, written)
                     committed = True
                 finally:
                     if self.sequencer.in_transaction:

@@ -50,19 +50,38 @@ def spec(app: str, dependents: int) -> str:
 
 @contextmanager
 def counting(store: Store) -> Iterator[list[str]]:
+    """The statements the store's database runs meanwhile (BEGIN/COMMIT/ROLLBACK aside). On SQLite the
+    writer's are taken from the sqlite3 connection itself: db/writes.py writes rows past SQLAlchemy."""
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
             statements.append(statement)
 
+    def trace(statement: str) -> None:
+        count(None, None, statement)
+
+    def traced(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.sqlite.set_trace_callback(trace)
+
+    def untraced(dbapi_connection: Any, *_: Any) -> None:
+        if dbapi_connection is not None:
+            dbapi_connection.driver_connection.sqlite.set_trace_callback(None)
+
+    writer = store.engine.sync_engine
+    hooks: list[tuple[Any, str, Any]] = []
     for engine in store.engines:
-        event.listen(engine, "before_cursor_execute", count)
+        if engine is writer and store.dialect == "sqlite":
+            hooks += [(engine, "checkout", traced), (engine, "checkin", untraced)]
+        else:
+            hooks.append((engine, "before_cursor_execute", count))
+    for target, name, hook in hooks:
+        event.listen(target, name, hook)
     try:
         yield statements
     finally:
-        for engine in store.engines:
-            event.remove(engine, "before_cursor_execute", count)
+        for target, name, hook in hooks:
+            event.remove(target, name, hook)
 
 
 async def deep_query(store: Store, catalog: Catalog, app: str) -> tuple[dict[str, Any], list[str]]:

@@ -1,13 +1,16 @@
-"""On PostgreSQL a transaction's new rows and changed columns go out as one statement (db/writes.py) and
-the objects are as the ORM would have left them: persistent, unchanged, with their defaults and generated
-keys. What it cannot write as the ORM would, the ORM still writes. On SQLite the ORM's flush writes all."""
+"""A transaction's new rows and changed columns go out without the ORM's flush (db/writes.py): on PostgreSQL
+as one statement, on SQLite straight into the sqlite3 connection, row by row. Either way the objects are as
+the ORM would have left them: persistent, unchanged, with their defaults and generated keys. What it cannot
+write as the ORM would, the ORM still writes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import delete, event, func, inspect, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from innominatus import lifecycle, specs
@@ -29,7 +32,22 @@ def spec(app: str, resources: int) -> str:
 
 def only_postgresql(store: Store) -> None:
     if store.dialect != "postgresql":
-        pytest.skip("SQLite keeps the ORM's flush")
+        pytest.skip("SQLite writes each row on its own: nothing to tell apart, no statement to outgrow")
+
+
+@contextmanager
+def through_sqlalchemy(store: Store) -> Iterator[list[str]]:
+    """What SQLAlchemy itself executes on the writer (the ORM's flush would show here)."""
+    seen: list[str] = []
+
+    def hook(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", hook)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", hook)
 
 
 async def stored_application(store: Store, name: str) -> Application:
@@ -43,18 +61,19 @@ def inserts_in(statements: list[str]) -> list[str]:
     return [s.split("(")[0].strip() for s in statements if "INSERT INTO" in s]
 
 
-async def test_a_submission_writes_its_rows_in_one_statement_on_postgresql(
+async def test_a_submission_writes_its_rows_without_the_orms_flush(
     store: Store, make_provider: ProviderFactory
 ) -> None:
     wf = workflow_yaml("provision-test", "- name: a\n  type: policy\n  config:\n    script: 'true'\n")
     catalog = load_catalog(make_provider({"provision-test": wf}), None)
-    with counting(store) as statements:
+    with counting(store) as statements, through_sqlalchemy(store) as executed:
         result = await specs.submit(store, catalog, spec("three", 3))
     written = [s for s in statements if "INSERT INTO" in s]
     if store.dialect == "postgresql":
         assert len(written) == 1 and written[0].startswith("WITH new_0 AS"), inserts_in(statements)
-    else:  # the ORM's flush: a statement per table at least
-        assert len(written) >= 4
+    else:  # application, revision, three resources and their three events: each row by itself
+        assert len(written) == 8, inserts_in(statements)
+        assert not [s for s in executed if "INSERT INTO" in s], inserts_in(executed)  # none by the ORM
     assert sorted(r.name for r in result.resources) == ["r0", "r1", "r2"]
     for resource in result.resources:
         state = inspect(resource)
@@ -78,7 +97,6 @@ async def test_a_submission_writes_its_rows_in_one_statement_on_postgresql(
 
 
 async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -> None:
-    only_postgresql(store)
     async with store.transaction() as session:
         app = Application(name="own", revision=1, spec={})
         session.add(app)
@@ -88,7 +106,7 @@ async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -
         await writes.write_pending(session)  # nothing yet refers to the application: it goes first
         assert not session.new
         assert app.id is not None and app.created_at is not None  # Python defaults, as the ORM fills them
-        assert inspect(app).persistent and not session.dirty
+        assert inspect(app).persistent and not session.dirty and not inspect(app).modified
         resource.application_id = app.id
         session.add(resource)
         event = await lifecycle.create(session, resource)
@@ -106,7 +124,6 @@ async def test_the_objects_are_the_sessions_own_after_the_insert(store: Store) -
 
 
 async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> None:
-    only_postgresql(store)
     same: dict[str, Any] = {"resource_id": new_id(), "application_name": "twins", "from_state": None}
     async with store.transaction() as session:
         with counting(store) as statements:
@@ -115,9 +132,51 @@ async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> No
             app = Application(name="twins", revision=1, spec={})
             session.add_all([first, second, app])
             await writes.write_pending(session)
-            assert set(session.new) == {first, second}  # the application went; the twins wait for the flush
+            if store.dialect == "postgresql":  # the application went; the twins wait for the flush
+                assert set(session.new) == {first, second}
+            else:  # SQLite reads each row's key as it goes in: nothing to tell apart
+                assert not session.new
     assert first.id is not None and second.id is not None and first.id != second.id
-    assert len([s for s in statements if "INSERT INTO" in s]) == 1
+    inserts = len([s for s in statements if "INSERT INTO" in s])
+    assert inserts == (1 if store.dialect == "postgresql" else 3)
+    async with store.session() as session:
+        stored = await session.scalars(select(Event.id).where(Event.application_name == "twins"))
+        assert sorted(stored) == sorted([first.id, second.id])
+
+
+async def test_on_sqlite_a_row_it_cannot_write_leaves_the_transaction_to_the_orm(store: Store) -> None:
+    """SQLite checks foreign keys statement by statement: when one row must be the ORM's (here an SQL
+    expression among its values), so are all the others, in the order the ORM keeps."""
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL's one statement carries SQL expressions too")
+    with through_sqlalchemy(store) as executed:
+        async with store.transaction() as session:
+            app = Application(name="expr", revision=1, spec={}, updated_at=func.current_timestamp())
+            session.add(app)
+            session.add(Event(resource_id=new_id(), application_name="expr", to_state="REQUESTED"))
+            await writes.write_pending(session)
+            assert len(session.new) == 2  # neither went
+    assert [s.split(" (")[0] for s in executed if "INSERT INTO" in s] == [
+        "INSERT INTO applications",
+        "INSERT INTO events",
+    ]  # the ORM's, at commit
+    async with store.session() as session:
+        stored = await session.get(Application, app.id)
+        assert stored is not None and stored.updated_at is not None
+        assert await session.scalar(select(Event.id).where(Event.application_name == "expr")) is not None
+
+
+async def test_a_rollback_takes_back_what_went_past_the_orm(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with store.transaction() as session:
+            app = Application(name="undone", revision=1, spec={})
+            session.add(app)
+            await writes.write_pending(session)
+            assert inspect(app).persistent
+            raise RuntimeError("changed my mind")
+    assert inspect(app).transient  # as after a rolled-back flush: never stored
+    async with store.session() as session:
+        assert await session.scalar(select(Application.id).where(Application.name == "undone")) is None
 
 
 async def test_a_large_spec_is_written_by_the_orm(store: Store, make_provider: ProviderFactory) -> None:
@@ -134,10 +193,9 @@ async def test_a_large_spec_is_written_by_the_orm(store: Store, make_provider: P
         assert sorted(stored) == sorted(f"r{i}" for i in range(count))
 
 
-async def test_changed_columns_go_out_in_the_same_statement(store: Store) -> None:
-    only_postgresql(store)
+async def test_changed_columns_go_out_with_the_new_rows(store: Store) -> None:
     app = await stored_application(store, "changes")
-    with counting(store) as statements:
+    with counting(store) as statements, through_sqlalchemy(store) as executed:
         async with store.transaction() as session:
             loaded = await session.get(Application, app.id)
             assert loaded is not None
@@ -145,16 +203,22 @@ async def test_changed_columns_go_out_in_the_same_statement(store: Store) -> Non
             loaded.spec = {"v": 2}
             session.add(Event(resource_id=new_id(), application_name="changes", to_state="REQUESTED"))
             await writes.write_pending(session)
-            assert not session.new and not session.is_modified(loaded)
-    # The read, then one statement with the insert and the update; the commit has nothing left to write.
-    assert len(statements) == 2 and "UPDATE applications" in statements[1], statements
+            assert not session.new and not session.is_modified(loaded) and not inspect(loaded).modified
+    # The read, then the insert and the update; the commit has nothing left to write.
+    if store.dialect == "postgresql":  # in one statement
+        assert len(statements) == 2 and "UPDATE applications" in statements[1], statements
+    else:  # each by itself, past SQLAlchemy
+        assert [s.split(" (")[0].split(" SET")[0] for s in statements[1:]] == [
+            "UPDATE applications",
+            "INSERT INTO events",
+        ], statements
+        assert [s.split()[0] for s in executed] == ["BEGIN", "SELECT"], executed
     async with store.session() as session:
         stored = await session.get(Application, app.id)
         assert stored is not None and (stored.revision, stored.spec) == (2, {"v": 2})
 
 
 async def test_an_update_whose_row_is_gone_fails_the_transaction(store: Store) -> None:
-    only_postgresql(store)
     app = await stored_application(store, "gone")
     with pytest.raises(StaleDataError):
         async with store.transaction() as session:

@@ -124,6 +124,11 @@ class InlineConnection:
         return cls(connection)
 
     @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself, for writes that skip SQLAlchemy's execution (db/writes.py)."""
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 

@@ -1,21 +1,22 @@
-"""A transaction's writes on PostgreSQL: one statement (each INSERT and UPDATE a WITH of its own) instead of
-the ORM's flush, which makes a round trip of every table it inserts into and every row it updates.
+"""A transaction's writes without the ORM's flush: on PostgreSQL one statement (each INSERT and UPDATE a
+WITH of its own), on SQLite each row straight into the sqlite3 connection.
 
-Why: a submission adds seven objects (application, revision, resource, two events, execution, step),
-which the ORM wrote as six INSERTs with bookkeeping around each: over 200 submissions (and their claims)
-in one process, 6.4-6.9 ms of CPU and 9.0-9.5 ms a submission before, 2.9-5.4 ms and 4.2-9.0 ms with
-this. A run's finish inserts its event and updates its resource: two round trips, now one. SQLite runs
-in the process, where a statement costs microseconds: the same code there made more Python calls than
-the ORM's flush, so SQLite keeps the flush.
+Why: a submission adds seven objects (application, revision, resource, two events, execution, step).
+On PostgreSQL the ORM wrote them as six INSERTs with bookkeeping around each: over 200 submissions (and
+their claims) in one process, 6.4-6.9 ms of CPU and 9.0-9.5 ms a submission before, 2.9-5.4 ms and
+4.2-9.0 ms with this; a run's finish (its event and its resource's state) went from two round trips to
+one. On SQLite the statements themselves cost about 0.05 ms each, the flush's bookkeeping around them
+0.5 ms: its seven INSERTs took 4.4-4.7 ms of a submission's 12 ms on the benchmark machine, the rows
+written here 1.1-1.3 ms.
 
 How: `write_pending` takes the session's pending objects (those no query has flushed yet) with the
 columns' Python defaults filled in as the ORM would, and the changed columns of its persistent objects;
-it inserts and updates them in one statement, reads back the keys the database generated (and checks
-every update found its row, as the ORM does), and leaves the objects as after an ORM flush: persistent,
-unchanged, in the identity map, with nothing of theirs for the commit to write. What it cannot write as
-the ORM would (a column whose default is SQL or only the server's, a JSON column left unset, a changed
-key or SQL expression, a version counter or `onupdate`) stays with the ORM; so does a transaction of more
-than MAX_ROWS rows (see there).
+it writes them, reads back the keys the database generated (and checks every update found its row, as
+the ORM does), and leaves the objects as the flush does: persistent, unchanged, in the identity map and
+known to the transaction. What it cannot write as the ORM would (a column whose default is SQL or only
+the server's, a JSON column left unset, a changed key or SQL expression, a version counter or
+`onupdate`) stays with the ORM; so does, on PostgreSQL, a transaction of more than MAX_ROWS rows (see
+there), and on SQLite, which checks foreign keys statement by statement, the whole transaction.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import String as SqlString
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, make_transient_to_detached, object_mapper
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Mapper, object_mapper
 from sqlalchemy.orm.exc import StaleDataError
 
+from innominatus.db.direct import Compiled
 from innominatus.db.models import Base
 
 # The columns that tell apart the rows one statement inserts into a table whose key the database makes:
@@ -61,7 +62,7 @@ _SHAPES_KEPT = 256  # statements built, one per shape of a transaction's writes
 # on the row count.
 MAX_ROWS = 12
 
-_statements: dict[tuple[Any, ...], _Compiled] = {}
+_statements: dict[tuple[Any, ...], Compiled] = {}
 
 
 class _New:
@@ -74,8 +75,12 @@ class _New:
 
 
 async def write_pending(session: AsyncSession) -> None:
-    """PostgreSQL: write the session's pending objects and changed columns now (module docstring)."""
-    if session.get_bind().dialect.name != "postgresql" or len(session.new) > MAX_ROWS:
+    """Write the session's pending objects and changed columns now (module docstring)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        await _write_inline(session)
+        return
+    if dialect != "postgresql" or len(session.new) > MAX_ROWS:
         return
     by_table: dict[Table, list[_New]] = {}
     for obj in list(session.new):
@@ -105,23 +110,89 @@ async def write_pending(session: AsyncSession) -> None:
         values.update({f"u{u}_{key}": value for key, value in change.values.items()})
     returned = (await connection.exec_driver_sql(compiled.sql, compiled.arguments(values))).all()
     _assign(groups, returned)
-    _settle(changes, returned)
-    for _, news in groups:
-        for new in news:
-            session.expunge(new.obj)
-            make_transient_to_detached(new.obj)
-            session.add(new.obj)
+    _check_found(changes, returned)
+    _as_flushed(session, [new.obj for _, news in groups for new in news] + [c.obj for c in changes])
+
+
+async def _write_inline(session: AsyncSession) -> None:
+    """SQLite: each row straight into the sqlite3 connection, table by table in the ORM's order (a
+    table's updates, then its inserts), a generated key read from the cursor. SQLite checks foreign keys
+    statement by statement, so a transaction with any row this cannot write is all the ORM's."""
+    news: list[tuple[Any, Table, dict[str, Any]]] = []
+    for obj in list(session.new):
+        mapper = object_mapper(obj)
+        table = mapper.local_table
+        row = _row(obj, mapper)
+        if row is None or not isinstance(table, Table) or table not in _ORDER:
+            return
+        if any(isinstance(value, ClauseElement) for value in row.values()):
+            return
+        news.append((obj, table, row))
+    changes = [change for change in map(_change, list(session.dirty)) if change is not None]
+    if not news and not changes:
+        return
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    sqlite = getattr(raw, "sqlite", None)  # the inline connection's (db/inline_sqlite.py)
+    if sqlite is None:
+        return
+    dialect = connection.dialect
+    news.sort(key=lambda new: (_ORDER[new[1]], inspect(new[0]).insert_order))
+    changes.sort(key=lambda change: _ORDER[change.table])
+    cursor = sqlite.cursor()
+    try:
+        for table in sorted({new[1] for new in news} | {c.table for c in changes}, key=_ORDER.__getitem__):
+            for change in (c for c in changes if c.table is table):
+                compiled = _inline_update(change, dialect)
+                cursor.execute(compiled.sql, compiled.arguments({**change.values, "_key": change.key}))
+                if cursor.rowcount != 1:
+                    raise StaleDataError(f"{table.name} {change.key}: the row to update is gone")
+            generated = _generated(table)
+            for obj, _, row in (new for new in news if new[1] is table):
+                compiled = _inline_insert(table, row, dialect)
+                cursor.execute(compiled.sql, compiled.arguments(row))
+                if generated is not None and generated.key not in row:
+                    setattr(obj, generated.key, cursor.lastrowid)
+    finally:
+        cursor.close()
+    _as_flushed(session, [obj for obj, _, _ in news] + [change.obj for change in changes])
+
+
+def _inline_insert(table: Table, row: dict[str, Any], dialect: Any) -> Compiled:
+    shape = ("insert", table.name, tuple(row))
+    compiled = _statements.get(shape)
+    if compiled is None:
+        if len(_statements) >= _SHAPES_KEPT:
+            _statements.clear()
+        values = {key: bindparam(key, type_=table.c[key].type) for key in row}
+        compiled = _statements[shape] = Compiled(insert(table).values(values), dialect)
+    return compiled
+
+
+def _inline_update(change: _Changed, dialect: Any) -> Compiled:
+    table = change.table
+    shape = ("update", table.name, tuple(change.values))
+    compiled = _statements.get(shape)
+    if compiled is None:
+        if len(_statements) >= _SHAPES_KEPT:
+            _statements.clear()
+        (key,) = [column for column in table.c if column.primary_key]
+        statement = (
+            update(table)
+            .where(key == bindparam("_key", type_=key.type))
+            .values({name: bindparam(name, type_=table.c[name].type) for name in change.values})
+        )
+        compiled = _statements[shape] = Compiled(statement, dialect)
+    return compiled
 
 
 class _Changed:
     """A persistent object's changed columns, and the key of its row."""
 
-    __slots__ = ("attributes", "key", "obj", "table", "values")
+    __slots__ = ("key", "obj", "table", "values")
 
-    def __init__(
-        self, obj: Any, table: Table, key: Any, values: dict[str, Any], attributes: list[str]
-    ) -> None:
-        self.obj, self.table, self.key, self.values, self.attributes = obj, table, key, values, attributes
+    def __init__(self, obj: Any, table: Table, key: Any, values: dict[str, Any]) -> None:
+        self.obj, self.table, self.key, self.values = obj, table, key, values
 
 
 def _change(obj: Any) -> _Changed | None:
@@ -135,7 +206,6 @@ def _change(obj: Any) -> _Changed | None:
     if mapper.version_id_col is not None or len(mapper.primary_key) != 1 or state.identity is None:
         return None
     values: dict[str, Any] = {}
-    attributes: list[str] = []
     for prop in mapper.column_attrs:
         added = state.attrs[prop.key].history.added
         if not added:
@@ -144,49 +214,80 @@ def _change(obj: Any) -> _Changed | None:
         if column.primary_key or isinstance(added[0], ClauseElement):
             return None
         values[column.key] = added[0]
-        attributes.append(prop.key)
     if not values or any(column.onupdate is not None for column in table.c):
         return None
-    return _Changed(obj, table, state.identity[0], values, attributes)
+    return _Changed(obj, table, state.identity[0], values)
 
 
-def _settle(changes: list[_Changed], returned: Sequence[Any]) -> None:
-    """Every UPDATE found its row (as the ORM checks); the objects now hold what is stored."""
+def _check_found(changes: list[_Changed], returned: Sequence[Any]) -> None:
+    """Every UPDATE found its row, as the ORM checks."""
     found = {row[0] for row in returned if row[0] >= _UPDATES}
     for u, change in enumerate(changes):
         if _UPDATES + u not in found:
             raise StaleDataError(f"{change.table.name} {change.key}: the row to update is gone")
-        for attribute in change.attributes:
-            set_committed_value(change.obj, attribute, getattr(change.obj, attribute))
+
+
+def _as_flushed(session: AsyncSession, objects: list[Any]) -> None:
+    """The objects as the ORM's flush leaves what it wrote: persistent, unchanged (so no later flush
+    looks at them again), in the identity map, and known to the transaction (a rollback expunges the
+    new ones). This is the flush's own last step."""
+    if objects:
+        session.sync_session._register_persistent({inspect(obj) for obj in objects})
 
 
 def _row(obj: Any, mapper: Mapper[Any]) -> dict[str, Any] | None:
     """The column values the ORM would insert for `obj`, its defaults filled in (on the object too), or
     None when that takes the database or a SQL NULL in a JSON column (the ORM writes those)."""
+    plan = _plans.get(mapper, _UNPLANNED)
+    if plan is _UNPLANNED:
+        plan = _plans[mapper] = _plan_row(mapper)
+    if plan is None:
+        return None
     state = obj.__dict__
+    row: dict[str, Any] = {}
+    for key, column_key, generated, default, stores_none in plan:
+        value = state.get(key)
+        # As the ORM: a None it was given counts as a value only for types that store one (JSON null).
+        if value is None and not (stores_none and key in state):
+            if generated:
+                continue  # the database numbers it; read back after the insert
+            if default is _BY_DATABASE:
+                return None
+            value = default(None) if callable(default) else default
+            setattr(obj, key, value)  # loaded, as after a flush: never expired
+        row[column_key] = value
+    return row
+
+
+_BY_DATABASE = object()  # a default only SQL or the server provides, or an unset JSON column
+_UNPLANNED = object()
+_plans: dict[Mapper[Any], list[tuple[str, str, bool, Any, bool]] | None] = {}
+
+
+def _plan_row(mapper: Mapper[Any]) -> list[tuple[str, str, bool, Any, bool]] | None:
+    """Per column of a mapper, read once: (attribute, column, generated by the database, the default
+    (a callable, a scalar or _BY_DATABASE), whether None is stored as a value); None when a column is
+    not plainly the table's own."""
     table = mapper.local_table
     generated = _generated(table)  # type: ignore[arg-type]
-    row: dict[str, Any] = {}
+    plan = []
     for prop in mapper.column_attrs:
         column = prop.columns[0]
         if not isinstance(column, Column) or column.table is not table:
             return None
-        value = state.get(prop.key)
-        # As the ORM: a None it was given counts as a value only for types that store one (JSON null).
-        given = value is not None or (prop.key in state and column.type.should_evaluate_none)
-        if not given:
-            if column is generated:
-                continue  # the database numbers it; read back after the insert
-            default = column.default
-            if default is not None and default.is_callable:
-                value = default.arg(None)  # type: ignore[attr-defined]
-            elif default is not None and default.is_scalar:
-                value = default.arg  # type: ignore[attr-defined]
-            elif default is not None or column.server_default is not None or _is_json(column):
+        default: Any = None
+        if column.default is not None and column.default.is_callable:
+            default = column.default.arg  # type: ignore[attr-defined]
+        elif column.default is not None and column.default.is_scalar:
+            default = column.default.arg  # type: ignore[attr-defined]
+            if callable(default):
                 return None
-            setattr(obj, prop.key, value)  # loaded, as after a flush: never expired
-        row[column.key] = value
-    return row
+        elif column.default is not None or column.server_default is not None or _is_json(column):
+            default = _BY_DATABASE
+        plan.append(
+            (prop.key, column.key, column is generated, default, bool(column.type.should_evaluate_none))
+        )
+    return plan
 
 
 def _generated(table: Table) -> Column[Any] | None:
@@ -215,7 +316,7 @@ def _marker(value: Any) -> Any:
     return id(value) if isinstance(value, ClauseElement) else "bound"
 
 
-def _plan(groups: Sequence[tuple[Table, list[_New]]], changes: list[_Changed], dialect: Any) -> _Compiled:
+def _plan(groups: Sequence[tuple[Table, list[_New]]], changes: list[_Changed], dialect: Any) -> Compiled:
     """The statement for rows and changes of this shape, built and compiled once."""
     shape = (
         tuple(
@@ -230,7 +331,7 @@ def _plan(groups: Sequence[tuple[Table, list[_New]]], changes: list[_Changed], d
             _statements.clear()
         inserts = [(table, _insert(t, table, news)) for t, (table, news) in enumerate(groups)]
         updates = [_update(u, change) for u, change in enumerate(changes)]
-        compiled = _statements[shape] = _Compiled(_chained(inserts, updates), dialect)
+        compiled = _statements[shape] = Compiled(_chained(inserts, updates), dialect)
     return compiled
 
 
@@ -295,26 +396,6 @@ def _chained(inserts: list[tuple[Table, Any]], updates: list[Any]) -> Any:
 
 _LONGEST = max(_SENTINELS.values(), key=len)
 _UPDATES = 1_000_000  # groups from here on are updates
-
-
-class _Compiled:
-    """A statement compiled once: building its cache key on every run cost more than running it."""
-
-    def __init__(self, statement: Any, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = compiled.string
-        processors = compiled._bind_processors
-        # (name, processor, the value fixed in the statement itself, e.g. a lease's length)
-        self._order = [
-            (name, processors.get(name), compiled.params.get(name)) for name in compiled.positiontup or ()
-        ]
-
-    def arguments(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        out = []
-        for name, process, fixed in self._order:
-            value = values.get(name, fixed)
-            out.append(value if process is None else process(value))
-        return tuple(out)
 
 
 def _assign(groups: Sequence[tuple[Table, list[_New]]], returned: Sequence[Any]) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
+from innominatus.db import direct
 from innominatus.db.models import Application, Resource, WorkflowExecution, WorkflowStep, utcnow
 from innominatus.engine.claims import Claim
 from innominatus.events import StepEvent
@@ -161,8 +162,8 @@ class StepRecorder:
         else:
             async with self.store.transaction() as session:
                 await self._write_unwritten(session)
-                result = await session.execute(_START, {**self._ours(index), "p_now": utcnow()})
-                attempt = int(self._accepted(result.scalar_one_or_none()))
+                started = await direct.scalar(session, _START, {**self._ours(index), "p_now": utcnow()})
+                attempt = int(self._accepted(started))
         self.attempt = attempt
         self._publish(index, StepStatus.RUNNING, attempt)
         return attempt
@@ -195,8 +196,7 @@ class StepRecorder:
             self.current = None
         else:
             async with self.store.transaction() as session:
-                written = await session.execute(_LOG_ATTEMPT, values)
-                self._accepted(written.scalar_one_or_none())
+                self._accepted(await direct.scalar(session, _LOG_ATTEMPT, values))
         self._publish(index, status, attempt)
 
     async def log_line(self, index: int, stream: str, line: str) -> None:
@@ -244,7 +244,7 @@ class StepRecorder:
                 if ours is not None:
                     self._accepted(found[1])  # type: ignore[index]
             else:
-                ours = await session.scalar(_FINISH, finish)
+                ours = await direct.scalar(session, _FINISH, finish)
             if ours is None:
                 return  # cancelled or taken over meanwhile: not ours to finish
             self.outcome = WorkflowStatus.FAILED if error else WorkflowStatus.SUCCEEDED
@@ -292,9 +292,9 @@ class StepRecorder:
     async def _write_unwritten(self, session: AsyncSession, *, fenced: bool = True) -> None:
         """`fenced=False`: the caller has just checked the lease itself (the run's finish)."""
         if self._unwritten is not None:
-            result = await session.execute(_RESULT if fenced else _RESULT_UNFENCED, self._unwritten)
+            result = await direct.scalar(session, _RESULT if fenced else _RESULT_UNFENCED, self._unwritten)
             self._unwritten = None
-            self._accepted(result.scalar_one_or_none())
+            self._accepted(result)
 
     def _ours(self, index: int) -> dict[str, Any]:
         """The parameters naming step `index` of this run and the lease this engine claimed it under."""

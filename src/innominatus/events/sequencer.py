@@ -98,6 +98,11 @@ class Sequencer:
             event.sequence = position
         self._top = None  # unknown until `settle` hears how the transaction ended
         self._numbered = top + len(written)
+
+    @staticmethod
+    async def release(session: AsyncSession, written: Written) -> None:
+        """SQLite, after `number` and once the transaction's rows are written: what waited for a resource
+        that became ACTIVE may now be claimed (on PostgreSQL the numbering function does this)."""
         await lifecycle.release_dependents(
             session, [(r.application_id, r.name) for e, r in written if e.to_state == ResourceState.ACTIVE]
         )

@@ -1,0 +1,94 @@
+"""Built-once statements through db/direct.py: on SQLite straight on the sqlite3 connection, on PostgreSQL
+through the session; either way what `session.execute` would give (types converted both ways, pending
+changes flushed first)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, select, update
+
+from innominatus.db import direct
+from innominatus.db.models import Application, Resource, new_id
+from innominatus.store import Store
+from tests.integration.test_writes import stored_application, through_sqlalchemy
+
+_apps = Application.__table__
+_RENAME = (
+    update(_apps)
+    .where(_apps.c.id == bindparam("p_id"))
+    .values(
+        spec=bindparam("p_spec", type_=_apps.c.spec.type),
+        updated_at=bindparam("p_at", type_=_apps.c.updated_at.type),
+    )
+    .returning(_apps.c.spec, _apps.c.updated_at, _apps.c.revision)
+)
+_READ = select(_apps.c.name, _apps.c.spec, _apps.c.created_at).where(_apps.c.name == bindparam("p_name"))
+_BUMP = update(_apps).where(_apps.c.name == bindparam("p_name")).values(revision=_apps.c.revision + 1)
+_ORM_READ = select(Application).where(Application.name == bindparam("p_name"))
+
+
+async def test_values_and_rows_are_converted_as_the_session_does(store: Store) -> None:
+    app = await stored_application(store, "typed")
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with through_sqlalchemy(store) as executed:
+        async with store.transaction() as session:
+            found = await direct.rows(session, _RENAME, {"p_id": app.id, "p_spec": {"a": [1, 2]}, "p_at": at})
+    assert found == [({"a": [1, 2]}, at, 1)]  # JSON back as a dict, the time as an aware datetime
+    if store.dialect == "sqlite":  # past SQLAlchemy's execution
+        assert not [s for s in executed if "UPDATE" in s], executed
+    async with store.session() as session:
+        stored = await session.get(Application, app.id)
+        assert stored is not None and (stored.spec, stored.updated_at) == ({"a": [1, 2]}, at)
+
+
+async def test_scalar_and_a_statement_that_finds_nothing(store: Store) -> None:
+    await stored_application(store, "scalar")
+    async with store.transaction() as session:
+        assert await direct.scalar(session, _READ, {"p_name": "scalar"}) == "scalar"
+        assert await direct.scalar(session, _READ, {"p_name": "absent"}) is None
+        assert await direct.rows(session, _RENAME, {"p_id": "absent", "p_spec": {}, "p_at": None}) == []
+
+
+async def test_parameter_sets_run_once_each(store: Store) -> None:
+    for name in ("one", "two", "three"):
+        await stored_application(store, name)
+    async with store.transaction() as session:
+        assert (
+            await direct.rows(session, _BUMP, [{"p_name": "one"}, {"p_name": "two"}, {"p_name": "one"}]) == []
+        )
+    async with store.session() as session:
+        stored = await session.execute(select(_apps.c.name, _apps.c.revision))
+        revisions = {name: revision for name, revision in stored}
+    assert revisions == {"one": 3, "two": 2, "three": 1}
+
+
+async def test_pending_changes_are_flushed_first(store: Store) -> None:
+    async with store.transaction() as session:
+        session.add(Application(name="pending", revision=1, spec={"v": 1}))
+        found = await direct.rows(session, _READ, {"p_name": "pending"})
+        assert [(name, spec) for name, spec, _ in found] == [("pending", {"v": 1})]
+        assert isinstance(found[0][2], datetime) and found[0][2].tzinfo is not None
+
+
+async def test_a_rollback_undoes_what_went_past_sqlalchemy(store: Store) -> None:
+    app = await stored_application(store, "undone")
+    try:
+        async with store.transaction() as session:
+            await direct.rows(session, _BUMP, [{"p_name": "undone"}])
+            raise RuntimeError("changed my mind")
+    except RuntimeError:
+        pass
+    async with store.session() as session:
+        stored = await session.get(Application, app.id)
+        assert stored is not None and stored.revision == 1
+
+
+async def test_orm_statements_go_through_the_session(store: Store) -> None:
+    """An ORM statement hands back the session's own objects, on every backend."""
+    await stored_application(store, "orm")
+    async with store.transaction() as session:
+        loaded = await session.scalar(_ORM_READ, {"p_name": "orm"})
+        again = await direct.scalar(session, _ORM_READ, {"p_name": "orm"})
+        assert again is loaded and isinstance(again, Application)
+        assert await session.get(Resource, new_id()) is None
