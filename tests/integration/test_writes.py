@@ -212,7 +212,7 @@ async def test_changed_columns_go_out_with_the_new_rows(store: Store) -> None:
             "UPDATE applications",
             "INSERT INTO events",
         ], statements
-        assert [s.split()[0] for s in executed] == ["BEGIN", "SELECT"], executed
+        assert [s.split()[0] for s in executed if not s.startswith("BEGIN")] == ["SELECT"], executed
     async with store.session() as session:
         stored = await session.get(Application, app.id)
         assert stored is not None and (stored.revision, stored.spec) == (2, {"v": 2})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from innominatus.workflows import policy
 from innominatus.workflows.policy import LOG_LIMIT, StepResult, pidfd_child_watcher, run_policy
 
 
@@ -157,6 +158,7 @@ async def test_cwd_is_a_fresh_temp_dir_that_is_removed() -> None:
     workdir = Path(cwd.group(1))
     assert "entries=0" in first.logs
     assert f"tmp={workdir}" in first.logs
+    await policy.removed()  # a thread of its own removes it, right after the step
     assert not workdir.exists()
     assert not workdir.parent.exists()  # the script file and output file went with it
     assert first.logs.splitlines()[0] != second.logs.splitlines()[0]
@@ -170,8 +172,18 @@ async def test_the_step_directory_goes_whatever_the_script_left_in_it() -> None:
         assert result.succeeded, result.error
         cwd = re.search(r"cwd=(.*)", result.logs)
         assert cwd
+        await policy.removed()
         assert not Path(cwd.group(1)).parent.exists(), script
     assert (await run_policy(clean)).outputs == {"answer": "42"}
+
+
+async def test_the_directories_of_many_steps_at_once_all_go() -> None:
+    """More steps end together than removals may wait: the rest remove their own; none is left."""
+    results = await asyncio.gather(*(run_policy('echo "cwd=$PWD"') for _ in range(100)))
+    await policy.removed()
+    dirs = [Path(m.group(1)).parent for r in results if (m := re.search(r"cwd=(.*)", r.logs))]
+    assert len(dirs) == 100 and len(set(dirs)) == 100
+    assert [d for d in dirs if d.exists()] == []
 
 
 async def test_environment_is_minimal_plus_env(monkeypatch: pytest.MonkeyPatch) -> None:

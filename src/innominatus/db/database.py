@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,11 +126,23 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) ->
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # SQLAlchemy drops FOR UPDATE on SQLite; taking the write lock up front makes every
         # read-then-write transaction (claims, submissions) serialisable without it. Readers need no lock.
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # Straight on the inline connection (a statement through SQLAlchemy costs 0.1-0.3 ms more); only
+        # while the lock is taken (SQLITE_BUSY) through SQLAlchemy, whose cursor waits without blocking.
+        inline = getattr(conn.connection.driver_connection, "sqlite", None)
+        if inline is not None:
+            try:
+                inline.execute(begin)
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+        conn.exec_driver_sql(begin)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
