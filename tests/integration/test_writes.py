@@ -145,8 +145,8 @@ async def test_rows_it_cannot_tell_apart_are_left_to_the_orm(store: Store) -> No
 
 
 async def test_on_sqlite_a_row_it_cannot_write_leaves_the_transaction_to_the_orm(store: Store) -> None:
-    """SQLite checks foreign keys statement by statement: when one row must be the ORM's (here an SQL
-    expression among its values), so are all the others, in the order the ORM keeps."""
+    """When one new row must be the ORM's (here an SQL expression among its values, which PostgreSQL's
+    statement carries but SQLite's rows do not), so are all the others, in the order the ORM keeps."""
     if store.dialect != "sqlite":
         pytest.skip("PostgreSQL's one statement carries SQL expressions too")
     with through_sqlalchemy(store) as executed:

@@ -92,6 +92,11 @@ async def _sqlite_of(session: AsyncSession, statement: Executable) -> sqlite3.Co
         return None
     if session.new or session.dirty or session.deleted:
         await session.flush()
+    return await sqlite_connection(session)
+
+
+async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
+    """The sqlite3 connection of the session's transaction (an inline one, db/inline_sqlite.py), or None."""
     sqlite = session.info.get(_SQLITE)
     if sqlite is None:
         connection = await session.connection()

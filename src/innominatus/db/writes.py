@@ -15,8 +15,9 @@ it writes them, reads back the keys the database generated (and checks every upd
 the ORM does), and leaves the objects as the flush does: persistent, unchanged, in the identity map and
 known to the transaction. What it cannot write as the ORM would (a column whose default is SQL or only
 the server's, a JSON column left unset, a changed key or SQL expression, a version counter or
-`onupdate`) stays with the ORM; so does, on PostgreSQL, a transaction of more than MAX_ROWS rows (see
-there), and on SQLite, which checks foreign keys statement by statement, the whole transaction.
+`onupdate`) stays with the ORM, and with it every new row of the transaction (a row written here must
+not refer to one the ORM writes later); so does, on PostgreSQL, a transaction of more than MAX_ROWS rows
+(see there).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, object_mapper
 from sqlalchemy.orm.exc import StaleDataError
 
-from innominatus.db.direct import Compiled
+from innominatus.db.direct import Compiled, sqlite_connection
 from innominatus.db.models import Base
 
 # The columns that tell apart the rows one statement inserts into a table whose key the database makes:
@@ -83,13 +84,8 @@ async def write_pending(session: AsyncSession) -> None:
     if dialect != "postgresql" or len(session.new) > MAX_ROWS:
         return
     by_table: dict[Table, list[_New]] = {}
-    for obj in list(session.new):
-        mapper = object_mapper(obj)
-        table = mapper.local_table
-        row = _row(obj, mapper)
-        if row is None or not isinstance(table, Table) or table not in _ORDER:
-            continue
-        by_table.setdefault(table, []).append(_New(obj, row))
+    for table, new in _pending(session)[0]:
+        by_table.setdefault(table, []).append(new)
     for table in [t for t, news in by_table.items() if not _distinct(t, news)]:
         del by_table[table]  # rows it could not tell apart: the ORM writes them
     changes = [change for change in map(_change, list(session.dirty)) if change is not None]
@@ -116,27 +112,19 @@ async def write_pending(session: AsyncSession) -> None:
 
 async def _write_inline(session: AsyncSession) -> None:
     """SQLite: each row straight into the sqlite3 connection, table by table in the ORM's order (a
-    table's updates, then its inserts), a generated key read from the cursor. SQLite checks foreign keys
-    statement by statement, so a transaction with any row this cannot write is all the ORM's."""
-    news: list[tuple[Any, Table, dict[str, Any]]] = []
-    for obj in list(session.new):
-        mapper = object_mapper(obj)
-        table = mapper.local_table
-        row = _row(obj, mapper)
-        if row is None or not isinstance(table, Table) or table not in _ORDER:
-            return
-        if any(isinstance(value, ClauseElement) for value in row.values()):
-            return
-        news.append((obj, table, row))
+    table's updates, then its inserts; SQLite checks foreign keys statement by statement), a generated
+    key read from the cursor."""
+    pending, complete = _pending(session)
+    if not complete or any(isinstance(v, ClauseElement) for _, new in pending for v in new.row.values()):
+        return
+    news = [(new.obj, table, new.row) for table, new in pending]
     changes = [change for change in map(_change, list(session.dirty)) if change is not None]
     if not news and not changes:
         return
-    connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    sqlite = getattr(raw, "sqlite", None)  # the inline connection's (db/inline_sqlite.py)
+    sqlite = await sqlite_connection(session)
     if sqlite is None:
         return
-    dialect = connection.dialect
+    dialect = session.get_bind().dialect
     news.sort(key=lambda new: (_ORDER[new[1]], inspect(new[0]).insert_order))
     changes.sort(key=lambda change: _ORDER[change.table])
     cursor = sqlite.cursor()
@@ -156,6 +144,19 @@ async def _write_inline(session: AsyncSession) -> None:
     finally:
         cursor.close()
     _as_flushed(session, [obj for obj, _, _ in news] + [change.obj for change in changes])
+
+
+def _pending(session: AsyncSession) -> tuple[list[tuple[Table, _New]], bool]:
+    """The session's pending objects as the rows they become, and whether every one could be."""
+    found: list[tuple[Table, _New]] = []
+    for obj in list(session.new):
+        mapper = object_mapper(obj)
+        table = mapper.local_table
+        row = _row(obj, mapper)
+        if row is None or not isinstance(table, Table) or table not in _ORDER:
+            return [], False
+        found.append((table, _New(obj, row)))
+    return found, True
 
 
 def _inline_insert(table: Table, row: dict[str, Any], dialect: Any) -> Compiled:
