@@ -125,8 +125,7 @@ async def _write_inline(session: AsyncSession) -> None:
     if sqlite is None:
         return
     dialect = session.get_bind().dialect
-    news.sort(key=lambda new: (_ORDER[new[1]], inspect(new[0]).insert_order))
-    changes.sort(key=lambda change: _ORDER[change.table])
+    news.sort(key=lambda new: inspect(new[0]).insert_order)  # a table's rows in the order they were added
     cursor = sqlite.cursor()
     try:
         for table in sorted({new[1] for new in news} | {c.table for c in changes}, key=_ORDER.__getitem__):
