@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, select, update
 
 from innominatus.db import direct
-from innominatus.db.models import Application, Resource, new_id
+from innominatus.db.models import Application
 from innominatus.store import Store
 from tests.integration.test_writes import stored_application, through_sqlalchemy
 
@@ -91,4 +91,3 @@ async def test_orm_statements_go_through_the_session(store: Store) -> None:
         loaded = await session.scalar(_ORM_READ, {"p_name": "orm"})
         again = await direct.scalar(session, _ORM_READ, {"p_name": "orm"})
         assert again is loaded and isinstance(again, Application)
-        assert await session.get(Resource, new_id()) is None

@@ -15,14 +15,14 @@ the session on every backend).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 _SQLITE = "innominatus.direct.sqlite"  # session.info: the transaction's sqlite3 connection
-_KEPT = 256  # compiled statements; they are module constants, so this is only a backstop
+_KEPT = 256  # compiled statements: a handful of constants and write shapes, so this is only a backstop
 
 
 class Compiled:
@@ -52,7 +52,18 @@ class Compiled:
         return tuple(value if p is None else p(value) for p, value in zip(self.results, raw, strict=True))
 
 
-_compiled: dict[Executable, Compiled] = {}
+_compiled: dict[tuple[str, Hashable], Compiled] = {}
+
+
+def compiled(key: Hashable, build: Callable[[], Any], dialect: Any) -> Compiled:
+    """The statement `build()` makes, compiled for `dialect` once per `key` (a statement built once, or
+    the shape of one: db/writes.py)."""
+    found = _compiled.get((dialect.name, key))
+    if found is None:
+        if len(_compiled) >= _KEPT:
+            _compiled.clear()
+        found = _compiled[(dialect.name, key)] = Compiled(build(), dialect)
+    return found
 
 
 async def rows(
@@ -64,18 +75,14 @@ async def rows(
     if sqlite is None:
         result = await session.execute(statement, parameters)
         return [tuple(row) for row in result] if getattr(result, "returns_rows", True) else []
-    compiled = _compiled.get(statement)
-    if compiled is None:
-        if len(_compiled) >= _KEPT:
-            _compiled.clear()
-        compiled = _compiled[statement] = Compiled(statement, session.get_bind().dialect)
+    built = compiled(statement, lambda: statement, session.get_bind().dialect)
     cursor = sqlite.cursor()
     try:
         if isinstance(parameters, list):
-            cursor.executemany(compiled.sql, [compiled.arguments(values) for values in parameters])
+            cursor.executemany(built.sql, [built.arguments(values) for values in parameters])
             return []
-        cursor.execute(compiled.sql, compiled.arguments(parameters))
-        return [compiled.row(raw) for raw in cursor.fetchall()] if cursor.description else []
+        cursor.execute(built.sql, built.arguments(parameters))
+        return [built.row(raw) for raw in cursor.fetchall()] if cursor.description else []
     finally:
         cursor.close()
 

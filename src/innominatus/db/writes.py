@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, object_mapper
 from sqlalchemy.orm.exc import StaleDataError
 
-from innominatus.db.direct import Compiled, sqlite_connection
+from innominatus.db.direct import Compiled, compiled, sqlite_connection
 from innominatus.db.models import Base
 
 # The columns that tell apart the rows one statement inserts into a table whose key the database makes:
@@ -55,15 +55,12 @@ _SENTINELS: dict[str, tuple[str, ...]] = {
     "application_revisions": ("application_id", "revision"),
 }
 _ORDER = {table: index for index, table in enumerate(Base.metadata.sorted_tables)}
-_SHAPES_KEPT = 256  # statements built, one per shape of a transaction's writes
 # The hot transactions are small: a submission of a resource writes 7 rows, a run's finish 2. A statement
 # is compiled once per shape (tables and row counts), which for dozens of rows costs tens of ms in the
 # loop: claim passes of varying batch sizes made a new shape each time and stalled the server (two
 # replicas' subscribers fell behind). Larger transactions are the ORM's, whose statements do not depend
 # on the row count.
 MAX_ROWS = 12
-
-_statements: dict[tuple[Any, ...], Compiled] = {}
 
 
 class _New:
@@ -159,31 +156,24 @@ def _pending(session: AsyncSession) -> tuple[list[tuple[Table, _New]], bool]:
 
 
 def _inline_insert(table: Table, row: dict[str, Any], dialect: Any) -> Compiled:
-    shape = ("insert", table.name, tuple(row))
-    compiled = _statements.get(shape)
-    if compiled is None:
-        if len(_statements) >= _SHAPES_KEPT:
-            _statements.clear()
-        values = {key: bindparam(key, type_=table.c[key].type) for key in row}
-        compiled = _statements[shape] = Compiled(insert(table).values(values), dialect)
-    return compiled
+    def build() -> Any:
+        return insert(table).values({key: bindparam(key, type_=table.c[key].type) for key in row})
+
+    return compiled(("insert", table.name, tuple(row)), build, dialect)
 
 
 def _inline_update(change: _Changed, dialect: Any) -> Compiled:
     table = change.table
-    shape = ("update", table.name, tuple(change.values))
-    compiled = _statements.get(shape)
-    if compiled is None:
-        if len(_statements) >= _SHAPES_KEPT:
-            _statements.clear()
+
+    def build() -> Any:
         (key,) = [column for column in table.c if column.primary_key]
-        statement = (
+        return (
             update(table)
             .where(key == bindparam("_key", type_=key.type))
             .values({name: bindparam(name, type_=table.c[name].type) for name in change.values})
         )
-        compiled = _statements[shape] = Compiled(statement, dialect)
-    return compiled
+
+    return compiled(("update", table.name, tuple(change.values)), build, dialect)
 
 
 class _Changed:
@@ -325,14 +315,12 @@ def _plan(groups: Sequence[tuple[Table, list[_New]]], changes: list[_Changed], d
         ),
         tuple((change.table.name, tuple(change.values)) for change in changes),
     )
-    compiled = _statements.get(shape)
-    if compiled is None:
-        if len(_statements) >= _SHAPES_KEPT:
-            _statements.clear()
+
+    def build() -> Any:
         inserts = [(table, _insert(t, table, news)) for t, (table, news) in enumerate(groups)]
-        updates = [_update(u, change) for u, change in enumerate(changes)]
-        compiled = _statements[shape] = Compiled(_chained(inserts, updates), dialect)
-    return compiled
+        return _chained(inserts, [_update(u, change) for u, change in enumerate(changes)])
+
+    return compiled(shape, build, dialect)
 
 
 def _update(u: int, change: _Changed) -> Any:
