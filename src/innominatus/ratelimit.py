@@ -11,6 +11,8 @@ from collections import deque
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from innominatus.db import direct
+
 _SPEC = re.compile(r"(\d+)/(\d+(?:\.\d+)?)")
 
 
@@ -73,7 +75,7 @@ class SharedRateLimiter:
     def __init__(self, engine: AsyncEngine, limit: int, per_seconds: float) -> None:
         self.limit = limit
         self.window = per_seconds
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
         self._hits = 0
         self._forgot_at = time.monotonic()
 
@@ -81,11 +83,10 @@ class SharedRateLimiter:
         self._hits += 1
         now = time.monotonic()
         forget = self._hits % FORGET_EVERY == 0 or now - self._forgot_at > FORGET_AFTER_WINDOWS * self.window
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_HIT, {"key": key, "per": self.window})).one()
-            if forget:
-                self._forgot_at = now
-                await conn.execute(_FORGET, {"per": self.window})
+        (row,) = await direct.autocommit_rows(self._engine, _HIT, {"key": key, "per": self.window})
+        if forget:
+            self._forgot_at = now
+            await direct.autocommit_rows(self._engine, _FORGET, {"per": self.window})
         overlap = max(0.0, 1.0 - float(row.elapsed))
         return row.previous * overlap + row.current <= self.limit
 

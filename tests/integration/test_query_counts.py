@@ -50,12 +50,14 @@ def spec(app: str, dependents: int) -> str:
 
 @contextmanager
 def counting(store: Store) -> Iterator[list[str]]:
-    """The statements the store's database runs meanwhile (BEGIN/COMMIT/ROLLBACK aside). On SQLite the
-    writer's are taken from the sqlite3 connection itself: db/writes.py writes rows past SQLAlchemy."""
+    """The statements the store's database runs meanwhile (BEGIN/COMMIT/ROLLBACK aside). Some go past
+    SQLAlchemy (db/direct.py, db/writes.py): on SQLite the writer's are taken from the sqlite3 connection
+    itself; on PostgreSQL asyncpg's query logger adds those (SQLAlchemy's own run as prepared
+    statements, which it does not log)."""
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+        if statement.split(None, 1)[0].upper().rstrip(";") not in ("BEGIN", "COMMIT", "ROLLBACK"):
             statements.append(statement)
 
     def trace(statement: str) -> None:
@@ -68,6 +70,16 @@ def counting(store: Store) -> Iterator[list[str]]:
         if dbapi_connection is not None:
             dbapi_connection.driver_connection.sqlite.set_trace_callback(None)
 
+    def logged(record: Any) -> None:
+        count(None, None, record.query)
+
+    def logging(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(logged)
+
+    def unlogged(dbapi_connection: Any, *_: Any) -> None:
+        if dbapi_connection is not None:
+            dbapi_connection.driver_connection.remove_query_logger(logged)
+
     writer = store.engine.sync_engine
     hooks: list[tuple[Any, str, Any]] = []
     for engine in store.engines:
@@ -75,6 +87,8 @@ def counting(store: Store) -> Iterator[list[str]]:
             hooks += [(engine, "checkout", traced), (engine, "checkin", untraced)]
         else:
             hooks.append((engine, "before_cursor_execute", count))
+            if store.dialect == "postgresql":
+                hooks += [(engine, "checkout", logging), (engine, "checkin", unlogged)]
     for target, name, hook in hooks:
         event.listen(target, name, hook)
     try:

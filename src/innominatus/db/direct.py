@@ -1,27 +1,33 @@
-"""Statements built once, run on SQLite straight on the sqlite3 connection; on PostgreSQL through the
-session as usual.
+"""Statements built once, run straight on the driver's connection: SQLite's sqlite3 connection, or
+PostgreSQL's asyncpg connection inside the session's transaction.
 
 Why: for the hot statements of a run (its finish, its steps' results, releasing what waited for it)
 SQLAlchemy's execution (cache key, execution context, result wrapping, the async adaption) cost
-0.3-0.5 ms a statement on the 2-core benchmark machine, SQLite's own work about 0.05 ms. On PostgreSQL
-the round trip outweighs all that.
+0.3-0.5 ms of CPU a statement on the 2-core benchmark machine, SQLite's own work about 0.05 ms. On
+PostgreSQL a Core statement through the session cost 0.50 ms of the server's CPU, asyncpg's own
+`fetch` 0.15 ms; under load the server's one core is what limits.
 
-What they keep of `session.execute`: pending changes are flushed first (autoflush); values go through
-the same type processors, and rows come back through the same result processors. Only Core statements:
-an ORM-enabled UPDATE also refreshes the session's objects, which this does not do (those go through
-the session on every backend).
+What they keep of `session.execute`: pending changes are flushed first (autoflush); the transaction has
+begun (on PostgreSQL its BEGIN is sent as SQLAlchemy would send it, before the first statement); values
+go through the same type processors, rows come back through the same result processors, and a driver
+error is raised as SQLAlchemy's (IntegrityError, OperationalError, ...). Only Core statements: an
+ORM-enabled UPDATE also refreshes the session's objects, which this does not do (those go through the
+session on every backend).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import namedtuple
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 
 _SQLITE = "innominatus.direct.sqlite"  # session.info: the transaction's sqlite3 connection
+_ASYNCPG = "innominatus.direct.asyncpg"  # session.info: the transaction's asyncpg adaption
 _KEPT = 256  # compiled statements: a handful of constants and write shapes, so this is only a backstop
 
 
@@ -40,6 +46,8 @@ class Compiled:
         self.results = [
             column.type._cached_result_processor(dialect, None) for column in compiled._result_columns
         ]
+        self._names = tuple(column.keyname for column in compiled._result_columns)
+        self._record: Any = None
 
     def arguments(self, values: dict[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -49,7 +57,17 @@ class Compiled:
         return tuple(out)
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        if not self.results:  # textual SQL without declared columns: the driver's values, as SQLAlchemy
+            return tuple(raw)
         return tuple(value if p is None else p(value) for p, value in zip(self.results, raw, strict=True))
+
+    def named(self, raw: Any) -> Any:
+        """A row whose columns are also attributes, as a Core result's rows are (`raw`: an asyncpg
+        record, which knows its column names when the statement did not declare them)."""
+        if self._record is None:
+            names = self._names or tuple(raw.keys())
+            self._record = namedtuple("Record", names, rename=True)  # type: ignore[misc]
+        return self._record._make(self.row(raw))
 
 
 _compiled: dict[tuple[str, Hashable], Compiled] = {}
@@ -71,11 +89,19 @@ async def rows(
 ) -> list[tuple[Any, ...]]:
     """The statement's rows (none for a DML statement without RETURNING). A list of parameter sets runs
     it once for each (no RETURNING then)."""
-    sqlite = await _sqlite_of(session, statement)
-    if sqlite is None:
+    if _orm_enabled(statement):
         result = await session.execute(statement, parameters)
         return [tuple(row) for row in result] if getattr(result, "returns_rows", True) else []
-    built = compiled(statement, lambda: statement, session.get_bind().dialect)
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    dialect = session.get_bind().dialect
+    built = compiled(statement, lambda: statement, dialect)
+    if dialect.name == "postgresql":
+        return await _asyncpg_rows(await _asyncpg_of(session), built, parameters)
+    sqlite = await sqlite_connection(session)
+    if sqlite is None:  # not an inline connection (a test's own engine, say)
+        result = await session.execute(statement, parameters)
+        return [tuple(row) for row in result] if getattr(result, "returns_rows", True) else []
     cursor = sqlite.cursor()
     try:
         if isinstance(parameters, list):
@@ -93,13 +119,66 @@ async def scalar(session: AsyncSession, statement: Executable, parameters: dict[
     return found[0][0] if found else None
 
 
-async def _sqlite_of(session: AsyncSession, statement: Executable) -> sqlite3.Connection | None:
-    """The transaction's sqlite3 connection, after an autoflush; None where the session runs it."""
-    if session.get_bind().dialect.name != "sqlite" or _orm_enabled(statement):
-        return None
-    if session.new or session.dirty or session.deleted:
-        await session.flush()
-    return await sqlite_connection(session)
+async def driver_rows(
+    connection: AsyncConnection | AsyncSession, sql: str, arguments: Sequence[Any]
+) -> list[Any]:
+    """Already compiled SQL with its processed arguments on the connection's (or session's transaction's)
+    asyncpg connection; the driver's own records. PostgreSQL only (db/writes.py, the sequencer)."""
+    if isinstance(connection, AsyncSession):
+        adaption = await _asyncpg_of(connection)
+    else:
+        adaption = (await connection.get_raw_connection()).dbapi_connection
+        if adaption._transaction is None and adaption.isolation_level != "autocommit":
+            await adaption._start_transaction()
+    return await _fetch(adaption, sql, arguments)
+
+
+async def autocommit_rows(
+    engine: AsyncEngine, statement: Executable, parameters: dict[str, Any]
+) -> list[Any]:
+    """PostgreSQL: a statement that is a transaction of its own, on a pooled connection (no BEGIN or
+    COMMIT round trips, no isolation level set and reset); rows with the columns as attributes."""
+    built = compiled(statement, lambda: statement, engine.dialect)
+    async with engine.connect() as connection:
+        adaption = (await connection.get_raw_connection()).dbapi_connection
+        records = await _fetch(adaption, built.sql, built.arguments(parameters))
+    return [built.named(record) for record in records]
+
+
+async def _asyncpg_rows(
+    adaption: Any, built: Compiled, parameters: dict[str, Any] | list[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    if isinstance(parameters, list):
+        for values in parameters:
+            await _fetch(adaption, built.sql, built.arguments(values))
+        return []
+    return [built.row(record) for record in await _fetch(adaption, built.sql, built.arguments(parameters))]
+
+
+async def _fetch(adaption: Any, sql: str, arguments: Sequence[Any]) -> list[Any]:
+    try:
+        return await adaption._connection.fetch(sql, *arguments)
+    except Exception as error:
+        try:
+            adaption._handle_exception(error)  # raises the DB-API error SQLAlchemy would have seen
+        except adaption.dbapi.Error as translated:
+            # As SQLAlchemy raises it (IntegrityError, ...); parameters hidden: they may hold secrets.
+            raise DBAPIError.instance(
+                sql, arguments, translated, adaption.dbapi.Error, hide_parameters=True
+            ) from error
+        raise
+
+
+async def _asyncpg_of(session: AsyncSession) -> Any:
+    """The asyncpg adaption of the session's transaction, its BEGIN sent (SQLAlchemy sends it lazily,
+    before the first statement; a statement sent here first would otherwise commit on its own)."""
+    adaption = session.info.get(_ASYNCPG)
+    if adaption is None:
+        connection = await session.connection()
+        adaption = session.info[_ASYNCPG] = (await connection.get_raw_connection()).dbapi_connection
+    if adaption._transaction is None:
+        await adaption._start_transaction()
+    return adaption
 
 
 async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:

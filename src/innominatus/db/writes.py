@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, object_mapper
 from sqlalchemy.orm.exc import StaleDataError
 
-from innominatus.db.direct import Compiled, compiled, sqlite_connection
+from innominatus.db.direct import Compiled, compiled, driver_rows, sqlite_connection
 from innominatus.db.models import Base
 
 # The columns that tell apart the rows one statement inserts into a table whose key the database makes:
@@ -101,7 +101,7 @@ async def write_pending(session: AsyncSession) -> None:
     for u, change in enumerate(changes):
         values[f"u{u}__key"] = change.key
         values.update({f"u{u}_{key}": value for key, value in change.values.items()})
-    returned = (await connection.exec_driver_sql(compiled.sql, compiled.arguments(values))).all()
+    returned = await driver_rows(session, compiled.sql, compiled.arguments(values))
     _assign(groups, returned)
     _check_found(changes, returned)
     _as_flushed(session, [new.obj for _, news in groups for new in news] + [c.obj for c in changes])

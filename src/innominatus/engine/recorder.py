@@ -239,10 +239,10 @@ class StepRecorder:
             if last is not None and self.store.dialect == "postgresql":
                 self._unwritten = None
                 step = {_APART.get(key, key): value for key, value in last.items()}
-                found = (await session.execute(_FINISH_WITH_RESULT, {**step, **finish})).one_or_none()
-                ours = found[0] if found is not None else None
+                found = await direct.rows(session, _FINISH_WITH_RESULT, {**step, **finish})
+                ours = found[0][0] if found else None
                 if ours is not None:
-                    self._accepted(found[1])  # type: ignore[index]
+                    self._accepted(found[0][1])
             else:
                 ours = await direct.scalar(session, _FINISH, finish)
             if ours is None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, text
 
 from innominatus import lifecycle
+from innominatus.db import direct
 from innominatus.db.models import Event, Resource
 from innominatus.events.stream import read_events, resources_of
 from innominatus.events.types import EventFilter, StateEvent
@@ -169,9 +170,9 @@ class Sequencer:
 
     async def _pass(self) -> None:
         while True:
-            async with self._engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                numbered = (await conn.execute(_NUMBER, {"batch": BATCH, "origin": self.origin})).all()
+            numbered = await direct.autocommit_rows(
+                self._engine, _NUMBER, {"batch": BATCH, "origin": self.origin}
+            )
             resources = {row.id: self._rows.pop(row.id) for row in numbered if row.id in self._rows}
             foreign = {row.id for row in numbered if row.id not in resources}
             missing = {row.resource_id for row in numbered if row.id in foreign}
