@@ -1,12 +1,14 @@
-"""Built-once statements through db/direct.py: on SQLite straight on the sqlite3 connection, on PostgreSQL
-through the session; either way what `session.execute` would give (types converted both ways, pending
-changes flushed first)."""
+"""Built-once statements through db/direct.py, straight on the driver's connection (sqlite3, asyncpg):
+what `session.execute` would give (types converted both ways, pending changes flushed first, inside the
+transaction, SQLAlchemy's errors)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select, update
+import pytest
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from innominatus.db import direct
 from innominatus.db.models import Application
@@ -26,6 +28,8 @@ _RENAME = (
 _READ = select(_apps.c.name, _apps.c.spec, _apps.c.created_at).where(_apps.c.name == bindparam("p_name"))
 _BUMP = update(_apps).where(_apps.c.name == bindparam("p_name")).values(revision=_apps.c.revision + 1)
 _ORM_READ = select(Application).where(Application.name == bindparam("p_name"))
+_NAME = update(_apps).where(_apps.c.id == bindparam("p_id")).values(name=bindparam("p_name"))
+_COUNT = select(func.count()).select_from(_apps)
 
 
 async def test_values_and_rows_are_converted_as_the_session_does(store: Store) -> None:
@@ -35,8 +39,7 @@ async def test_values_and_rows_are_converted_as_the_session_does(store: Store) -
         async with store.transaction() as session:
             found = await direct.rows(session, _RENAME, {"p_id": app.id, "p_spec": {"a": [1, 2]}, "p_at": at})
     assert found == [({"a": [1, 2]}, at, 1)]  # JSON back as a dict, the time as an aware datetime
-    if store.dialect == "sqlite":  # past SQLAlchemy's execution
-        assert not [s for s in executed if "UPDATE" in s], executed
+    assert not [s for s in executed if "UPDATE" in s], executed  # past SQLAlchemy's execution
     async with store.session() as session:
         stored = await session.get(Application, app.id)
         assert stored is not None and (stored.spec, stored.updated_at) == ({"a": [1, 2]}, at)
@@ -91,3 +94,50 @@ async def test_orm_statements_go_through_the_session(store: Store) -> None:
         loaded = await session.scalar(_ORM_READ, {"p_name": "orm"})
         again = await direct.scalar(session, _ORM_READ, {"p_name": "orm"})
         assert again is loaded and isinstance(again, Application)
+
+
+async def test_a_driver_error_is_sqlalchemys_and_the_transaction_writes_nothing(store: Store) -> None:
+    first = await stored_application(store, "first")
+    second = await stored_application(store, "second")
+    with pytest.raises(IntegrityError) as raised:
+        async with store.transaction() as session:
+            session.add(Application(name="third", revision=1, spec={}))
+            await direct.rows(session, _NAME, {"p_id": second.id, "p_name": "first"})  # taken
+    assert "duplicate" in str(raised.value).lower() or "unique" in str(raised.value).lower()
+    assert "[parameters:" not in str(raised.value)  # values may be secrets, and messages reach logs
+    async with store.session() as session:
+        names = set(await session.scalars(select(Application.name)))
+    assert names == {"first", "second"}, names
+    async with store.transaction() as session:  # the connection is fine afterwards
+        await direct.rows(session, _NAME, {"p_id": first.id, "p_name": "renamed"})
+        assert await direct.scalar(session, _COUNT, {}) == 2
+
+
+async def test_a_direct_statement_opens_the_transaction_it_runs_in(store: Store) -> None:
+    """The first statement of a transaction may be a direct one: it must not commit on its own."""
+    app = await stored_application(store, "opened")
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as session:
+            await direct.rows(session, _NAME, {"p_id": app.id, "p_name": "kept-apart"})
+            async with store.session() as other:  # another connection does not see it yet
+                assert set(await other.scalars(select(Application.name))) == {"opened"}
+            raise RuntimeError("roll it back")
+    async with store.session() as session:
+        assert set(await session.scalars(select(Application.name))) == {"opened"}
+
+
+async def test_autocommit_rows_commit_alone_and_name_their_columns(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's (SQLite writes inside the writer's transaction)")
+    app = await stored_application(store, "alone")
+    rename = update(_apps).where(_apps.c.id == bindparam("p_id")).values(name=bindparam("p_name"))
+    found = await direct.autocommit_rows(
+        store.engine, rename.returning(_apps.c.name, _apps.c.revision), {"p_id": app.id, "p_name": "done"}
+    )
+    assert [(row.name, row.revision) for row in found] == [("done", 1)]
+    textual = text("SELECT name AS called, revision + 1 AS next FROM applications WHERE id = :p_id")
+    assert [
+        (r.called, r.next) for r in await direct.autocommit_rows(store.engine, textual, {"p_id": app.id})
+    ] == [("done", 2)]
+    async with store.session() as session:
+        assert await session.scalar(select(Application.name)) == "done"

@@ -109,6 +109,8 @@ async def rows(
             return []
         cursor.execute(built.sql, built.arguments(parameters))
         return [built.row(raw) for raw in cursor.fetchall()] if cursor.description else []
+    except sqlite3.Error as error:
+        raise _as_sqlalchemy(error, built.sql, sqlite3.Error) from error
     finally:
         cursor.close()
 
@@ -162,11 +164,14 @@ async def _fetch(adaption: Any, sql: str, arguments: Sequence[Any]) -> list[Any]
         try:
             adaption._handle_exception(error)  # raises the DB-API error SQLAlchemy would have seen
         except adaption.dbapi.Error as translated:
-            # As SQLAlchemy raises it (IntegrityError, ...); parameters hidden: they may hold secrets.
-            raise DBAPIError.instance(
-                sql, arguments, translated, adaption.dbapi.Error, hide_parameters=True
-            ) from error
+            raise _as_sqlalchemy(translated, sql, adaption.dbapi.Error) from error
         raise
+
+
+def _as_sqlalchemy(error: Exception, sql: str, base: type[Exception]) -> DBAPIError:
+    """A driver's error as SQLAlchemy raises it (IntegrityError, OperationalError, ...); parameters
+    hidden: they may hold secrets, and messages reach logs."""
+    return DBAPIError.instance(sql, None, error, base, hide_parameters=True)
 
 
 async def _asyncpg_of(session: AsyncSession) -> Any:
