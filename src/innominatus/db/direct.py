@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 
 _SQLITE = "innominatus.direct.sqlite"  # session.info: the transaction's sqlite3 connection
@@ -121,18 +121,10 @@ async def scalar(session: AsyncSession, statement: Executable, parameters: dict[
     return found[0][0] if found else None
 
 
-async def driver_rows(
-    connection: AsyncConnection | AsyncSession, sql: str, arguments: Sequence[Any]
-) -> list[Any]:
-    """Already compiled SQL with its processed arguments on the connection's (or session's transaction's)
-    asyncpg connection; the driver's own records. PostgreSQL only (db/writes.py, the sequencer)."""
-    if isinstance(connection, AsyncSession):
-        adaption = await _asyncpg_of(connection)
-    else:
-        adaption = (await connection.get_raw_connection()).dbapi_connection
-        if adaption._transaction is None and adaption.isolation_level != "autocommit":
-            await adaption._start_transaction()
-    return await _fetch(adaption, sql, arguments)
+async def driver_rows(session: AsyncSession, sql: str, arguments: Sequence[Any]) -> list[Any]:
+    """PostgreSQL: already compiled SQL with its processed arguments, in the session's transaction; the
+    driver's own records (db/writes.py)."""
+    return await _fetch(await _asyncpg_of(session), sql, arguments)
 
 
 async def autocommit_rows(
