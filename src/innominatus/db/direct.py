@@ -26,8 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 
-_SQLITE = "innominatus.direct.sqlite"  # session.info: the transaction's sqlite3 connection
-_ASYNCPG = "innominatus.direct.asyncpg"  # session.info: the transaction's asyncpg adaption
+_ADAPTION = "innominatus.direct.adaption"  # session.info: (transaction, its DB-API adaption)
 _KEPT = 256  # compiled statements: a handful of constants and write shapes, so this is only a backstop
 
 
@@ -169,10 +168,7 @@ def _as_sqlalchemy(error: Exception, sql: str, base: type[Exception]) -> DBAPIEr
 async def _asyncpg_of(session: AsyncSession) -> Any:
     """The asyncpg adaption of the session's transaction, its BEGIN sent (SQLAlchemy sends it lazily,
     before the first statement; a statement sent here first would otherwise commit on its own)."""
-    adaption = session.info.get(_ASYNCPG)
-    if adaption is None:
-        connection = await session.connection()
-        adaption = session.info[_ASYNCPG] = (await connection.get_raw_connection()).dbapi_connection
+    adaption = await _adaption_of(session)
     if adaption._transaction is None:
         await adaption._start_transaction()
     return adaption
@@ -180,15 +176,20 @@ async def _asyncpg_of(session: AsyncSession) -> Any:
 
 async def sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     """The sqlite3 connection of the session's transaction (an inline one, db/inline_sqlite.py), or None."""
-    sqlite = session.info.get(_SQLITE)
-    if sqlite is None:
-        connection = await session.connection()
-        raw = (await connection.get_raw_connection()).driver_connection
-        sqlite = getattr(raw, "sqlite", None)  # the inline connection's (db/inline_sqlite.py)
-        if sqlite is None:
-            return None
-        session.info[_SQLITE] = sqlite
-    return sqlite
+    return getattr((await _adaption_of(session))._connection, "sqlite", None)
+
+
+async def _adaption_of(session: AsyncSession) -> Any:
+    """The DB-API adaption SQLAlchemy drives for the session's transaction; looked up once per
+    transaction (a later transaction of the same session may have another connection)."""
+    transaction = session.sync_session.get_transaction()
+    found = session.info.get(_ADAPTION)
+    if found is not None and transaction is not None and found[0] is transaction:
+        return found[1]
+    connection = await session.connection()
+    adaption = (await connection.get_raw_connection()).dbapi_connection
+    session.info[_ADAPTION] = (session.sync_session.get_transaction(), adaption)
+    return adaption
 
 
 def _orm_enabled(statement: Executable) -> bool:
