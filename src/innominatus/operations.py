@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
+from innominatus.db import direct
 from innominatus.db.models import Application, Resource, WorkflowExecution, utcnow
 from innominatus.executions import cancel_execution, new_execution, retry_execution
 from innominatus.problems import Problem
@@ -43,7 +44,7 @@ class NotFound(LookupError):
 
 async def lock_application(session: AsyncSession, name: str) -> Application | None:
     """The application row, locked for the rest of the transaction (so racing changes queue up)."""
-    return await session.scalar(_LOCK_APPLICATION, {"p_name": name})
+    return await direct.load(session, _LOCK_APPLICATION, {"p_name": name})
 
 
 # Built once. SQLAlchemy drops FOR UPDATE on SQLite, whose writer holds the whole file's lock anyway.

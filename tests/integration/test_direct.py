@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import object_mapper
 
 from innominatus.db import direct
 from innominatus.db.models import Application
@@ -30,6 +31,7 @@ _BUMP = update(_apps).where(_apps.c.name == bindparam("p_name")).values(revision
 _ORM_READ = select(Application).where(Application.name == bindparam("p_name"))
 _NAME = update(_apps).where(_apps.c.id == bindparam("p_id")).values(name=bindparam("p_name"))
 _COUNT = select(func.count()).select_from(_apps)
+_LOCKED = select(Application).where(Application.name == bindparam("p_name")).with_for_update()
 
 
 async def test_values_and_rows_are_converted_as_the_session_does(store: Store) -> None:
@@ -141,3 +143,41 @@ async def test_autocommit_rows_commit_alone_and_name_their_columns(store: Store)
     ] == [("done", 2)]
     async with store.session() as session:
         assert await session.scalar(select(Application.name)) == "done"
+
+
+def _columns(obj: Application) -> dict[str, object]:
+    return {prop.key: getattr(obj, prop.key) for prop in object_mapper(obj).column_attrs}
+
+
+async def test_load_gives_the_object_the_sessions_own_load_would(store: Store) -> None:
+    app = await stored_application(store, "loaded")
+    async with store.transaction() as session:
+        await direct.rows(
+            session, _RENAME, {"p_id": app.id, "p_spec": {"a": [1, None]}, "p_at": app.created_at}
+        )
+    async with store.session() as session:
+        expected = _columns(await session.scalar(_ORM_READ, {"p_name": "loaded"}))
+    with through_sqlalchemy(store) as executed:
+        async with store.transaction() as session:
+            loaded = await direct.load(session, _LOCKED, {"p_name": "loaded"})
+            assert isinstance(loaded, Application) and _columns(loaded) == expected
+            state = inspect(loaded)
+            assert state.persistent and not state.modified and not session.dirty
+            assert await session.get(Application, app.id) is loaded  # in the identity map: no query
+            loaded.revision = 7
+            loaded.spec = {"b": 2}
+            assert list(session.dirty) == [loaded]
+    assert not [s for s in executed if s.startswith("SELECT")], executed  # read past SQLAlchemy
+    async with store.session() as session:
+        stored = await session.get(Application, app.id)
+        assert stored is not None and (stored.revision, stored.spec) == (7, {"b": 2})
+
+
+async def test_load_finds_nothing_or_what_the_session_holds(store: Store) -> None:
+    await stored_application(store, "held")
+    async with store.transaction() as session:
+        assert await direct.load(session, _LOCKED, {"p_name": "absent"}) is None
+        held = await session.scalar(_ORM_READ, {"p_name": "held"})
+        held.revision = 3  # unflushed: the load flushes first, and hands back the session's own object
+        assert await direct.load(session, _LOCKED, {"p_name": "held"}) is held
+        assert held.revision == 3

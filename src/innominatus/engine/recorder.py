@@ -224,7 +224,7 @@ class StepRecorder:
                     .where(Resource.id == claim.resource_id)
                     .with_for_update(of=Application)
                 )
-            resource = await session.scalar(_LOCK_RESOURCE, {"p_id": claim.resource_id})
+            resource = await direct.load(session, _LOCK_RESOURCE, {"p_id": claim.resource_id})
             if resource is None:
                 return
             finish = {
