@@ -80,17 +80,19 @@ async def create(session: AsyncSession, resource: Resource) -> Event:
     return await transition(session, resource, S.REQUESTED, "requested by spec")
 
 
-async def release_dependents(session: AsyncSession, activated: Iterable[tuple[str, str]]) -> None:
+async def release_dependents(session: AsyncSession, activated: Iterable[tuple[str, str]]) -> bool:
     """Un-park the resources waiting for these (application id, name) pairs, which just became ACTIVE.
 
     The sequencer runs it where commit order is settled: on PostgreSQL after the transaction that made
     them ACTIVE has committed (a claim that parked a dependent concurrently either saw the dependency
     ACTIVE and did not park, or holds the dependent's row lock until it commits and is released here);
-    on SQLite inside that transaction, which runs alone.
+    on SQLite inside that transaction, which runs alone. Whether it released any (only then has the
+    engine something to claim).
     """
-    pairs = [{"b_app": app, "b_name": name} for app, name in activated]
-    if pairs:
-        await direct.rows(session, _RELEASE, pairs)
+    released = False
+    for app, name in activated:
+        released = bool(await direct.rows(session, _RELEASE, {"b_app": app, "b_name": name})) or released
+    return released
 
 
 _resources = Resource.__table__
@@ -98,4 +100,5 @@ _RELEASE = (  # built once: building it costs more than running it
     update(_resources)
     .where(_resources.c.application_id == bindparam("b_app"), _resources.c.waiting_for == bindparam("b_name"))
     .values(waiting_for=None)
+    .returning(_resources.c.id)
 )

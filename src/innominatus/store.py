@@ -104,7 +104,7 @@ class Store:
         """One transaction; the state events it wrote are numbered and published once it has committed."""
         async with self._writers or contextlib.nullcontext():
             async with self._sessions() as session:
-                committed = False
+                committed = released = False
                 try:
                     async with session.begin():
                         yield session
@@ -114,7 +114,7 @@ class Store:
                             await self.sequencer.number(session, written)
                         await write_pending(session)  # without the ORM's flush (db/writes.py)
                         if numbered:
-                            await self.sequencer.release(session, written)
+                            released = await self.sequencer.release(session, written)
                     committed = True
                 finally:
                     if self.sequencer.in_transaction:
@@ -125,7 +125,7 @@ class Store:
                         hook(committed)
             if written:
                 # SQLite: still in the writers' queue, so events are published in commit order.
-                await self.sequencer.flush(written)
+                await self.sequencer.flush(written, released)
 
     def publish_step(self, event: StepEvent) -> None:
         """A step event of a run in this process: to this process's subscribers, and to the other

@@ -107,6 +107,8 @@ class Engine:
         claimed = event.resource is not None and event.resource.state != ResourceState.REQUESTED
         if to_state == ResourceState.REQUESTED and claimed:
             pass  # its submission claimed it already: nothing for a claim pass
+        elif to_state == ResourceState.ACTIVE and not event.released:
+            pass  # nothing waited for it (the numbering said so)
         elif to_state in _REQUESTED_WORK:
             self._requested_backlog = True
             self._wake.set()

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Boolean, column, func, select, text
 
 from innominatus import lifecycle
 from innominatus.db import direct
@@ -50,8 +50,11 @@ RETRY_SECONDS = 1.0
 
 _events = Event.__table__
 # Migration 0004 defines the function (one round trip: lock, number, release parked resources).
-# Migration 0006 makes it announce the highest position it gave (NOTIFY innominatus_events, with origin).
-_NUMBER = text("SELECT * FROM innominatus_number_events(:batch, :origin)").columns(*_events.c)
+# Migration 0006 makes it announce the highest position it gave (NOTIFY innominatus_events, with origin),
+# 0008 tell which events released parked resources.
+_NUMBER = text("SELECT (event).*, released FROM innominatus_number_events(:batch, :origin)").columns(
+    *_events.c, column("released", Boolean)
+)
 
 Written = Sequence[tuple[Event, Resource]]  # what a transaction wrote (lifecycle.WROTE_EVENTS)
 
@@ -101,10 +104,11 @@ class Sequencer:
         self._numbered = top + len(written)
 
     @staticmethod
-    async def release(session: AsyncSession, written: Written) -> None:
+    async def release(session: AsyncSession, written: Written) -> bool:
         """SQLite, after `number` and once the transaction's rows are written: what waited for a resource
-        that became ACTIVE may now be claimed (on PostgreSQL the numbering function does this)."""
-        await lifecycle.release_dependents(
+        that became ACTIVE may now be claimed (on PostgreSQL the numbering function does this). Whether
+        anything was released."""
+        return await lifecycle.release_dependents(
             session, [(r.application_id, r.name) for e, r in written if e.to_state == ResourceState.ACTIVE]
         )
 
@@ -114,12 +118,12 @@ class Sequencer:
             self._top = self._numbered
         self._numbered = None
 
-    async def flush(self, written: Written) -> None:
+    async def flush(self, written: Written, released: bool = True) -> None:
         """After a writing transaction committed: its events (and any before them) are numbered and
-        published when this returns."""
+        published when this returns. SQLite: `released`, whether its ACTIVE events released anything."""
         if self.in_transaction:
             resources = {event.id: resource for event, resource in written}
-            await self._publish([event for event, _ in written], resources)
+            await self._publish([event for event, _ in written], resources, released=released)
             return
         for event, resource in written:
             self._rows[event.id] = resource
@@ -182,16 +186,24 @@ class Sequencer:
                 resources.update(
                     {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
-            await self._publish(numbered, resources, foreign)
+            await self._publish(
+                numbered, resources, foreign, released={row.id for row in numbered if row.released}
+            )
             if len(numbered) < BATCH:
                 return
 
     # -------------------------------------------------------------------------------- publication
 
     async def _publish(
-        self, rows: Sequence[Any], resources: dict[int, Resource], foreign: set[int] | None = None
+        self,
+        rows: Sequence[Any],
+        resources: dict[int, Resource],
+        foreign: set[int] | None = None,
+        *,
+        released: set[int] | bool,
     ) -> None:
-        """Hand `rows` (numbered, in order) to the hub after every position before them."""
+        """Hand `rows` (numbered, in order) to the hub after every position before them. `released`: the
+        events (or: all, none) that released resources parked behind theirs."""
         if not rows:
             return
         async with self._order:
@@ -209,7 +221,12 @@ class Sequencer:
                     published = first - 1
             fresh = [row for row in rows if row.sequence > published]
             self.hub.publish(
-                StateEvent.from_row(row, resources.get(row.id), foreign=row.id in (foreign or ()))
+                StateEvent.from_row(
+                    row,
+                    resources.get(row.id),
+                    foreign=row.id in (foreign or ()),
+                    released=released if isinstance(released, bool) else row.id in released,
+                )
                 for row in fresh
             )
 

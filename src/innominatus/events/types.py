@@ -28,9 +28,14 @@ class StateEvent:
     # What a surface builds from the event, once for all its subscribers (e.g. the GraphQL object).
     views: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     foreign: bool = field(default=False, compare=False, repr=False)  # written by another process
+    # An ACTIVE event that released resources parked behind its resource (claimable now). True where
+    # unknown (read back from the table): it only costs the engine a claim pass.
+    released: bool = field(default=True, compare=False, repr=False)
 
     @classmethod
-    def from_row(cls, row: Event, resource: Resource | None = None, *, foreign: bool = False) -> StateEvent:
+    def from_row(
+        cls, row: Event, resource: Resource | None = None, *, foreign: bool = False, released: bool = True
+    ) -> StateEvent:
         assert row.sequence is not None, "only sequenced events are published"
         return cls(
             sequence=row.sequence,
@@ -44,6 +49,7 @@ class StateEvent:
             id=row.id,
             resource=resource,
             foreign=foreign,
+            released=released,
         )
 
 
