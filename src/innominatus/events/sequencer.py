@@ -14,7 +14,8 @@ writer numbers its own events just before it commits: commit order is numbering 
 transaction.
 
 Numbering also releases the resources parked behind one that became ACTIVE (lifecycle.release_dependents
-on SQLite, the same UPDATE inside the PostgreSQL function of migration 0004). The sequencer publishes to the hub strictly in position order, reading from the
+on SQLite, the same UPDATE inside the PostgreSQL function of migration 0004), and says which events did
+(migration 0008): only those wake the engine for a claim pass. The sequencer publishes to the hub strictly in position order, reading from the
 table any position it has not seen (given by another process, or by a writer that was cancelled after
 committing). Each event carries its resource: the writer's own row when there is one, else one query
 for the batch.
@@ -123,7 +124,8 @@ class Sequencer:
         published when this returns. SQLite: `released`, whether its ACTIVE events released anything."""
         if self.in_transaction:
             resources = {event.id: resource for event, resource in written}
-            await self._publish([event for event, _ in written], resources, released=released)
+            freed = {event.id for event, _ in written} if released else set()
+            await self._publish([event for event, _ in written], resources, freed=freed)
             return
         for event, resource in written:
             self._rows[event.id] = resource
@@ -187,7 +189,7 @@ class Sequencer:
                     {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
             await self._publish(
-                numbered, resources, foreign, released={row.id for row in numbered if row.released}
+                numbered, resources, foreign, freed={row.id for row in numbered if row.released}
             )
             if len(numbered) < BATCH:
                 return
@@ -200,10 +202,10 @@ class Sequencer:
         resources: dict[int, Resource],
         foreign: set[int] | None = None,
         *,
-        released: set[int] | bool,
+        freed: set[int],
     ) -> None:
-        """Hand `rows` (numbered, in order) to the hub after every position before them. `released`: the
-        events (or: all, none) that released resources parked behind theirs."""
+        """Hand `rows` (numbered, in order) to the hub after every position before them. `freed`: the
+        events that released resources parked behind theirs (the engine claims those)."""
         if not rows:
             return
         async with self._order:
@@ -225,7 +227,7 @@ class Sequencer:
                     row,
                     resources.get(row.id),
                     foreign=row.id in (foreign or ()),
-                    released=released if isinstance(released, bool) else row.id in released,
+                    released=row.id in freed,
                 )
                 for row in fresh
             )
