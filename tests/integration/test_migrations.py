@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect, text
 
 from innominatus.db import database
@@ -55,5 +56,34 @@ async def test_upgrade_from_first_revision_keeps_history(db_url: str, request: p
         assert counts == [1, 1, 1]
         assert "resource_transitions" not in tables  # its rows were the events' twins (0005)
         assert depends in ("[]", [])
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_numbering_function_goes_back_and_forth(request: pytest.FixtureRequest) -> None:
+    """Downgrades put each earlier numbering function back (0008 → 0006's → 0004's), and upgrading again
+    gives the one that tells which events released parked resources."""
+    engine = database.create_engine(await create_pg_database(request.getfixturevalue("pg_server")))
+    returns = text(
+        "SELECT pg_get_function_result(oid) FROM pg_proc WHERE proname = 'innominatus_number_events'"
+    )
+    arguments = text(
+        "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE proname = 'innominatus_number_events'"
+    )
+    try:
+        await database.upgrade(engine)
+        for revision, expected in (
+            ("0007", ("SETOF events", "batch integer, origin text")),
+            ("0005", ("SETOF events", "batch integer")),
+        ):
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c, r=revision: command.downgrade(database._alembic_config(c), r))
+            async with engine.connect() as conn:
+                assert ((await conn.scalar(returns)), (await conn.scalar(arguments))) == expected
+        await database.upgrade(engine)
+        async with engine.connect() as conn:
+            assert (await conn.scalar(returns)) == "TABLE(event events, released boolean)"
+            assert (await conn.scalar(arguments)) == "batch integer, origin text"
     finally:
         await engine.dispose()

@@ -9,12 +9,12 @@ Revision ID: 0006
 Revises: 0005
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
+
+from innominatus.migrations.earlier import number_events_of
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -53,15 +53,6 @@ END $$;
 """
 
 
-def _function_of_0004() -> str:
-    path = Path(__file__).with_name("0004_event_positions.py")
-    spec = importlib.util.spec_from_file_location("innominatus_migration_0004", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.NUMBER_EVENTS)
-
-
 def upgrade() -> None:
     with op.batch_alter_table("workflow_executions") as batch:
         batch.add_column(sa.Column("lease_token", sa.BigInteger(), nullable=False, server_default="0"))
@@ -81,7 +72,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS innominatus_number_events(integer, text)")
-        op.execute(_function_of_0004())
+        op.execute(number_events_of("0004_event_positions.py"))
     op.drop_table("rate_hits")
     with op.batch_alter_table("workflow_executions") as batch:
         batch.drop_column("runner")

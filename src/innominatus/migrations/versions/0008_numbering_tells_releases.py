@@ -9,11 +9,11 @@ Revision ID: 0008
 Revises: 0007
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from innominatus.migrations.earlier import number_events_of
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -64,13 +64,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS innominatus_number_events(integer, text)")
-        op.execute(_function_of_0006())
-
-
-def _function_of_0006() -> str:
-    path = Path(__file__).with_name("0006_replicas.py")
-    spec = importlib.util.spec_from_file_location("innominatus_migration_0006", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.NUMBER_EVENTS)
+        op.execute(number_events_of("0006_replicas.py"))
