@@ -6,20 +6,23 @@ seeded/empty latency p50 ≤ 1.2 and seeded/empty throughput ≥ 1/1.2, on every
 nothing failed or lost.
 
 Per backend, two fresh databases, each with its own server:
-- empty: latency (bench/latency.py's measure_latency, `--latency-n` sequential specs), then throughput
-  (bench/throughput.py's measure_throughput, `--throughput-n` specs from `--clients` clients);
-- seeded: first the history, then the same two measurements. The parked resources go through the real
-  API: `--apps` specs, each with a `broken` resource of type `bench-fail` (its workflow runs `exit 1`,
-  so it ends FAILED) and `--parked-per-app` `bench-db` resources whose params reference it
-  (`host: ${resources.broken.host}`), so they stay REQUESTED. Then the server stops and `seed_events`
-  tops the `events` table up to `--events` rows with SQL (application `history-filler`, which no
-  benchmark subscribes to), and a fresh server on that database is measured.
+- seeded: first the history. The parked resources go through the real API: `--apps` specs, each with a
+  `broken` resource of type `bench-fail` (its workflow runs `exit 1`, so it ends FAILED) and
+  `--parked-per-app` `bench-db` resources whose params reference it (`host: ${resources.broken.host}`),
+  so they stay REQUESTED. Then the server stops and `seed_events` tops the `events` table up to
+  `--events` rows with SQL (application `history-filler`, which no benchmark subscribes to);
+- then a fresh server on each database, both up, and `--rounds` turns each, the order alternating
+  (empty first in even rounds): a turn is latency (bench/latency.py's measure_latency, sequential specs),
+  then throughput (bench/throughput.py's measure_throughput, specs from `--clients` clients), with
+  `--latency-n` and `--throughput-n` split among the rounds. A side's latency p50 and throughput are
+  the means of its rounds'. The machine's speed drifts within minutes by more than the 20% measured, so
+  the two sides take turns rather than one after the other.
 
 The default sample sizes (100 latency specs, 500 throughput specs) are smaller than the single figures'
 (100 and 1,000) to keep the run time reasonable; the report says which were used.
 
     python bench/history.py [--backend sqlite|postgresql|both] [--latency-n 100] [--throughput-n 500]
-        [--clients 32] [--apps 100] [--parked-per-app 100] [--events 100000]
+        [--rounds 2] [--clients 32] [--apps 100] [--parked-per-app 100] [--events 100000]
         [--latency-budget 45] [--throughput-timeout 90] [--seed-timeout 180]
 
 Prints exactly one JSON line on stdout (progress on stderr); exits 1 when the target is missed.
@@ -252,12 +255,34 @@ async def seed_events(database_url: str, count: int) -> int:
     return missing
 
 
-async def measure_both(srv: BenchServer, args: argparse.Namespace) -> dict[str, Any]:
-    latency = await measure_latency(srv, args.latency_n, "lat", args.latency_budget)
+async def measure_both(srv: BenchServer, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    latency = await measure_latency(srv, args.latency_n // args.rounds, f"lat{prefix}", args.latency_budget)
     log(f"    latency: {latency}")
-    throughput = await measure_throughput(srv, args.throughput_n, args.clients, "tp", args.throughput_timeout)
+    throughput = await measure_throughput(
+        srv, args.throughput_n // args.rounds, args.clients, f"tp{prefix}", args.throughput_timeout
+    )
     log(f"    throughput: {throughput}")
     return {"latency": latency, "throughput": throughput}
+
+
+def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds as one measurement: latency p50 and throughput are the means over the rounds
+    (each round the same size), counts are summed; the rounds themselves are kept."""
+    out: dict[str, Any] = {}
+    for kind, figure in (("latency", "p50_ms"), ("throughput", "per_s")):
+        parts = [r[kind] for r in rounds]
+        values = [p.get(figure) for p in parts]
+        merged: dict[str, Any] = {
+            figure: round(sum(values) / len(values), 2) if all(v is not None for v in values) else None,
+            "rounds": parts,
+        }
+        for count in ("failed", "lost", "skipped"):
+            merged[count] = sum(p.get(count, 0) for p in parts)
+        errors = [p["error"] for p in parts if "error" in p]
+        if errors:
+            merged["error"] = "; ".join(errors)
+        out[kind] = merged
+    return out
 
 
 def clean(measured: dict[str, Any]) -> bool:
@@ -270,10 +295,7 @@ def clean(measured: dict[str, Any]) -> bool:
 def run_backend(backend: str, providers: Path, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
-        with harness.database(backend) as url, harness.server(url, providers) as srv:
-            log(f"{backend}: empty database ({srv.url})")
-            result["empty"] = asyncio.run(measure_both(srv, args))
-        with harness.database(backend) as url:
+        with harness.database(backend) as empty_url, harness.database(backend) as url:
             with harness.server(url, providers) as srv:
                 log(
                     f"{backend}: seeding {args.apps} × {args.parked_per_app} parked resources behind "
@@ -285,10 +307,21 @@ def run_backend(backend: str, providers: Path, args: argparse.Namespace) -> dict
             seed["events_inserted"] = inserted
             seed["events_insert_s"] = round(time.perf_counter() - t0, 1)
             log(f"  {seed}")
-            with harness.server(url, providers) as srv:
-                log(f"{backend}: seeded database ({srv.url})")
-                measured = asyncio.run(measure_both(srv, args))
-            result["seeded"] = {"history": seed, **measured}
+            # Both servers stay up and take turns, round by round (the order alternating): this machine's
+            # speed drifts by more than the 20% measured within minutes, so one side measured after the
+            # other compared two moments more than two databases.
+            rounds: dict[str, list[dict[str, Any]]] = {"empty": [], "seeded": []}
+            with (
+                harness.server(empty_url, providers) as empty_srv,
+                harness.server(url, providers) as seeded_srv,
+            ):
+                for r in range(args.rounds):
+                    turns = [("empty", empty_srv), ("seeded", seeded_srv)]
+                    for side, srv in turns if r % 2 == 0 else reversed(turns):
+                        log(f"{backend}: {side} database, round {r + 1} of {args.rounds} ({srv.url})")
+                        rounds[side].append(asyncio.run(measure_both(srv, args, f"{r}")))
+            result["empty"] = combined(rounds["empty"])
+            result["seeded"] = {"history": seed, **combined(rounds["seeded"])}
     except Exception as exc:
         log(f"{backend}: failed: {exc!r}")
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -319,6 +352,9 @@ def main(argv: list[str] | None = None) -> None:
         "--throughput-n", type=int, default=500, help="specs for figure 2 (500; figure 2: 1000)"
     )
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients for figure 2 (32)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="turns each database takes, the samples split among them (2)"
+    )
     parser.add_argument("--apps", type=int, default=100, help="specs with a FAILED `broken` resource (100)")
     parser.add_argument("--parked-per-app", type=int, default=100, help="REQUESTED resources per spec (100)")
     parser.add_argument("--events", type=int, default=100_000, help="rows in `events` after seeding (100000)")
@@ -335,14 +371,17 @@ def main(argv: list[str] | None = None) -> None:
         "--throughput-timeout", type=float, default=90.0, help="seconds per throughput measurement (90)"
     )
     args = parser.parse_args(argv)
-    if min(args.latency_n, args.throughput_n, args.clients, args.apps, args.parked_per_app) < 1:
+    if min(args.latency_n, args.throughput_n, args.clients, args.apps, args.parked_per_app, args.rounds) < 1:
         parser.error("sizes must be at least 1")
+    if min(args.latency_n, args.throughput_n) < args.rounds:
+        parser.error("--latency-n and --throughput-n must be at least --rounds")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
 
     report: dict[str, Any] = {
         "benchmark": "history",
         "figure": "with 10,000 REQUESTED resources parked behind a FAILED dependency and 100,000 stored "
         "events, figures 1 and 2 stay within 20% of their empty-database values",
+        "rounds": args.rounds,
         "latency_n": args.latency_n,
         "throughput_n": args.throughput_n,
         "clients": args.clients,
