@@ -9,6 +9,7 @@ import hashlib
 import json
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -662,6 +663,24 @@ def test_body_over_one_mebibyte_is_refused_with_413(world: World) -> None:
         )
         assert response.status_code == 413, response.text
     assert httpx.get(f"{world.server.url}/health").status_code == 200
+
+
+def test_a_client_gone_mid_body_leaves_no_traceback(world: World) -> None:
+    """A client that sends half a body and hangs up (a load generator stopping, a closed tab) is nobody
+    to answer: the server goes on, and its log shows no traceback for it."""
+    host, port = world.server.url.removeprefix("http://").split(":")
+    before = world.server.output().count("Traceback")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+                b'{"query": "{ resou'
+            )
+            time.sleep(0.2)  # the server is reading the body when the client goes
+    time.sleep(0.5)
+    assert httpx.get(f"{world.server.url}/health").status_code == 200
+    assert world.server.output().count("Traceback") == before, world.server.output()[-3000:]
 
 
 def _limit_error(answer: dict[str, Any], *words: str) -> None:

@@ -1,7 +1,9 @@
-"""Request body limit, enforced while reading so an oversized body is never buffered whole."""
+"""Request body limit, enforced while reading so an oversized body is never buffered whole; and a body
+whose client hung up before sending it all, which is nobody to answer."""
 
 from __future__ import annotations
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from innominatus.api.answers import send_json
@@ -47,6 +49,8 @@ class BodySizeLimit:
         except BodyTooLarge:
             if not started:
                 await self._refuse(send, scope["path"])
+        except ClientDisconnect:
+            pass  # gone mid-body (a closed tab, a load generator stopping): not a server error
 
     async def _refuse(self, send: Send, path: str) -> None:
         message = f"request body is larger than {self.max_bytes} bytes"
