@@ -134,6 +134,8 @@ def _entity(statement: Select[Any]) -> tuple[Mapper[Any], tuple[str, ...], tuple
     its primary key."""
     found = _entities.get(id(statement))
     if found is None or found[0] is not statement:
+        if len(_entities) >= _KEPT:  # statements built once: a backstop, as for `compiled`
+            _entities.clear()
         mapper = inspect(statement.column_descriptions[0]["entity"])
         keys = tuple(mapper.get_property_by_column(column).key for column in statement.selected_columns)
         primary = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
