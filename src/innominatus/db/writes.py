@@ -74,11 +74,11 @@ class _New:
 
 async def write_pending(session: AsyncSession) -> None:
     """Write the session's pending objects and changed columns now (module docstring)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
+    dialect = session.get_bind().dialect
+    if dialect.name == "sqlite":
         await _write_inline(session)
         return
-    if dialect != "postgresql" or len(session.new) > MAX_ROWS:
+    if dialect.name != "postgresql" or len(session.new) > MAX_ROWS:
         return
     by_table: dict[Table, list[_New]] = {}
     for table, new in _pending(session)[0]:
@@ -90,8 +90,7 @@ async def write_pending(session: AsyncSession) -> None:
     if not rows or rows > MAX_ROWS:
         return
     groups = sorted(by_table.items(), key=lambda item: _ORDER[item[0]])
-    connection = await session.connection()
-    compiled = _plan(groups, changes, connection.dialect)
+    compiled = _plan(groups, changes, dialect)
     values = {
         f"p{t}_{r}_{key}": value
         for t, (_, news) in enumerate(groups)

@@ -15,10 +15,11 @@ transaction.
 
 Numbering also releases the resources parked behind one that became ACTIVE (lifecycle.release_dependents
 on SQLite, the same UPDATE inside the PostgreSQL function of migration 0004), and says which events did
-(migration 0008): only those wake the engine for a claim pass. The sequencer publishes to the hub strictly in position order, reading from the
-table any position it has not seen (given by another process, or by a writer that was cancelled after
-committing). Each event carries its resource: the writer's own row when there is one, else one query
-for the batch.
+(migration 0008): only those wake the engine for a claim pass.
+
+The sequencer publishes to the hub strictly in position order, reading from the table any position it
+has not seen (given by another process, or by a writer that was cancelled after committing). Each event
+carries its resource: the writer's own row when there is one, else one query for the batch.
 """
 
 from __future__ import annotations
