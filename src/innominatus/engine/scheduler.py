@@ -24,6 +24,7 @@ from innominatus.events import StateEvent
 from innominatus.providers import Catalog
 from innominatus.states import Operation, ResourceState, WorkflowStatus
 from innominatus.store import Store
+from innominatus.workflows.host import StepHost, current_host
 
 if TYPE_CHECKING:
     from innominatus.metrics import Metrics
@@ -70,6 +71,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[set[str]] | None = None
+        self.step_host = StepHost()  # runs the policy steps of this engine's runs (workflows/host.py)
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -90,6 +92,7 @@ class Engine:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.step_host.close()
         # Interrupted runs resume at once in the next engine instead of waiting out the lease.
         with contextlib.suppress(Exception):
             async with self.store.transaction() as session:
@@ -304,6 +307,7 @@ class Engine:
             application=claim.app["name"], resource_id=claim.resource_id, workflow_id=claim.execution_id
         )
         recorder = StepRecorder(self.store, claim, self.worker_id, self.metrics)
+        current_host.set(self.step_host)  # this run's own context (a task of its own)
         started = time.monotonic()
         status = WorkflowStatus.CANCELLED
         try:

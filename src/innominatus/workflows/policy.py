@@ -270,8 +270,10 @@ async def run_policy(
     timeout: float = 300,  # noqa: ASYNC109 - the step's own limit, part of the step contract
     env: Mapping[str, str] | None = None,
     on_log_line: LogLine | None = None,
+    on_group: Callable[[int], None] | None = None,
 ) -> StepResult:
-    """Run script with bash; see the module docstring for the contract."""
+    """Run script with bash; see the module docstring for the contract. `on_group` is told the process
+    group the script runs in, as soon as it has started."""
     bash = _find_bash()
     if bash is None:
         return StepResult(False, "", {}, "bash not found (looked for /bin/bash and bash on PATH)")
@@ -289,7 +291,7 @@ async def run_policy(
         }
         child_env.update(env or {})
         child_env["INNOMINATUS_OUTPUT"] = str(output_path)
-        return await _run(bash, script_path, workdir, child_env, output_path, timeout, on_log_line)
+        return await _run(bash, script_path, workdir, child_env, output_path, timeout, on_log_line, on_group)
     finally:
         _remove_soon(base, (script_path, output_path), workdir)
 
@@ -382,6 +384,7 @@ async def _run(
     output_path: Path,
     limit: float,
     on_log_line: LogLine | None,
+    on_group: Callable[[int], None] | None,
 ) -> StepResult:
     logs = _Logs(on_log_line)
     proc = await asyncio.create_subprocess_exec(
@@ -395,6 +398,8 @@ async def _run(
         start_new_session=True,
     )
     pgid = proc.pid  # session leader: its pid is the group id
+    if on_group is not None:
+        on_group(pgid)
     pumps = asyncio.gather(_pump(proc.stdout, "stdout", logs), _pump(proc.stderr, "stderr", logs))
     timed_out = False
     try:

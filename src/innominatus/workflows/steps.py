@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from innominatus.workflows.definition import DefinitionError, Step
+from innominatus.workflows.host import current_host
 from innominatus.workflows.policy import RUN_MARKER, StepResult, run_policy
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class PolicyStep:
         script = step.templates["script"].render(context)
         run_id = (context.get("workflow") or {}).get("id") or ""
         env = {RUN_MARKER: run_id} if run_id else None
+        step_host = current_host.get()
+        if step_host is not None:
+            return await step_host.run_policy(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
         return await run_policy(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
 
 
