@@ -56,6 +56,16 @@ async def poll(server: Server, until: object, timeout: float = 20) -> dict:
             await asyncio.sleep(0.1)
 
 
+async def submit_and_wait_for_child(server: Server, pidfile: Path) -> int:
+    """Submit the app; the pid its step wrote once it started holding."""
+    async with http_client(server) as session:
+        await session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": SPEC}))
+    async with asyncio.timeout(10):
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            await asyncio.sleep(0.05)
+    return int(pidfile.read_text())
+
+
 async def test_resume_kills_what_the_dead_server_left_running(
     tmp_path: Path, make_provider: ProviderFactory
 ) -> None:
@@ -75,12 +85,7 @@ async def test_resume_kills_what_the_dead_server_left_running(
     child = 0
     try:
         with run_server(tmp_path / "a", database_url=database, args=args, env=env) as first:
-            async with http_client(first) as session:
-                await session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": SPEC}))
-            async with asyncio.timeout(10):
-                while not pidfile.exists() or not pidfile.read_text().strip():
-                    await asyncio.sleep(0.05)
-            child = int(pidfile.read_text())
+            child = await submit_and_wait_for_child(first, pidfile)
             host = step_host_of(first.process.pid)
             os.kill(host, signal.SIGSTOP)  # frozen, it cannot react to the server's end
             first.process.send_signal(signal.SIGKILL)
@@ -113,12 +118,7 @@ async def test_a_killed_servers_step_host_kills_its_steps(
         with run_server(
             tmp_path / "a", database_url=database, args=["--providers-dir", str(providers)]
         ) as first:
-            async with http_client(first) as session:
-                await session.execute(GraphQLRequest(SUBMIT, variable_values={"spec": SPEC}))
-            async with asyncio.timeout(10):
-                while not pidfile.exists() or not pidfile.read_text().strip():
-                    await asyncio.sleep(0.05)
-            child = int(pidfile.read_text())
+            child = await submit_and_wait_for_child(first, pidfile)
             host = step_host_of(first.process.pid)
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(10)

@@ -15,7 +15,7 @@ from innominatus import specs
 from innominatus.providers import load_catalog
 from innominatus.store import Store
 from innominatus.workflows.host import StepHost
-from innominatus.workflows.policy import run_policy
+from innominatus.workflows.policy import StepResult, run_policy
 from tests.conftest import ProviderFactory, workflow_yaml
 from tests.integration.helpers import resources, running_engine, settle
 from tests.unit.test_policy import child_pid, process_gone
@@ -43,6 +43,22 @@ async def host() -> AsyncIterator[StepHost]:
 
 def alive(pid: int) -> bool:
     return not process_gone(pid)
+
+
+async def holding_step(host: StepHost) -> tuple[asyncio.Task[StepResult], int]:
+    """A step that runs until stopped, and the pid of the background child it started."""
+    started = asyncio.Event()
+    lines: list[str] = []
+
+    def on_line(stream: str, line: str) -> None:
+        lines.append(line)
+        started.set()
+
+    task = asyncio.create_task(
+        host.run_policy("sleep 1000 &\necho child=$!\nwait\n", timeout=60, on_log_line=on_line)
+    )
+    await asyncio.wait_for(started.wait(), 10)
+    return task, child_pid("\n".join(lines))
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -89,18 +105,7 @@ async def test_a_failing_line_handler_does_not_stop_the_step(host: StepHost) -> 
 
 
 async def test_a_cancelled_step_returns_once_its_processes_are_gone(host: StepHost) -> None:
-    started = asyncio.Event()
-    lines: list[str] = []
-
-    def on_line(stream: str, line: str) -> None:
-        lines.append(line)
-        started.set()
-
-    task = asyncio.create_task(
-        host.run_policy("sleep 1000 &\necho child=$!\nwait\n", timeout=60, on_log_line=on_line)
-    )
-    await asyncio.wait_for(started.wait(), 10)
-    child = child_pid("\n".join(lines))
+    task, child = await holding_step(host)
     assert alive(child)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -119,18 +124,8 @@ async def test_many_steps_at_once_in_one_host(host: StepHost) -> None:
 
 
 async def test_a_dead_host_fails_its_steps_kills_their_processes_and_is_replaced(host: StepHost) -> None:
-    started = asyncio.Event()
-    lines: list[str] = []
-
-    def on_line(stream: str, line: str) -> None:
-        lines.append(line)
-        started.set()
-
-    task = asyncio.create_task(
-        host.run_policy("sleep 1000 &\necho child=$!\nwait\n", timeout=60, on_log_line=on_line)
-    )
-    await asyncio.wait_for(started.wait(), 10)
-    child, first = child_pid("\n".join(lines)), host.pid
+    task, child = await holding_step(host)
+    first = host.pid
     assert first is not None
     os.kill(first, signal.SIGKILL)
     result = await asyncio.wait_for(task, 10)
@@ -147,18 +142,8 @@ async def test_a_dead_host_fails_its_steps_kills_their_processes_and_is_replaced
 
 
 async def test_closing_the_host_kills_what_runs_and_refuses_more(host: StepHost) -> None:
-    started = asyncio.Event()
-    lines: list[str] = []
-
-    def on_line(stream: str, line: str) -> None:
-        lines.append(line)
-        started.set()
-
-    task = asyncio.create_task(
-        host.run_policy("sleep 1000 &\necho child=$!\nwait\n", timeout=60, on_log_line=on_line)
-    )
-    await asyncio.wait_for(started.wait(), 10)
-    child, pid = child_pid("\n".join(lines)), host.pid
+    task, child = await holding_step(host)
+    pid = host.pid
     assert pid is not None
     await host.close()
     assert process_gone(pid) and process_gone(child)
