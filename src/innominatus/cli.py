@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from innominatus import collector, logs
+from innominatus import logs
 from innominatus.config import Settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -75,7 +75,6 @@ def _serve(args: argparse.Namespace) -> int:
         **({"log_config": None} if _log_format() == "json" else {}),
     )
     if settings.workers == 1:
-        collector.settle_for_serving()
         uvicorn.run(app, **options)
         return EXIT_OK
     # Several processes on one socket, each a complete replica (PostgreSQL carries events, work and
@@ -94,9 +93,7 @@ def worker_app() -> Any:
     from innominatus.app import create_app
 
     _configure_logging(os.environ.get(LOG_LEVEL, "info"))
-    app = create_app()
-    collector.settle_for_serving()
-    return app
+    return create_app()
 
 
 def _safe_url(url: str) -> str:
