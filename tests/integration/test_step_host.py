@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +184,24 @@ async def test_the_engine_runs_policy_steps_in_its_host(store: Store, make_provi
     assert "innominatus.workflows.host" in db.outputs["parent_command"]
     assert db.outputs["run"] == db.workflow_execution_id
     assert process_gone(host_pid)  # the engine's stop ended its host
+
+
+def test_the_host_is_not_a_command_to_run_by_hand(tmp_path: Path) -> None:
+    with (tmp_path / "out").open("wb") as out:
+        ran = subprocess.run(
+            [sys.executable, "-m", "innominatus.workflows.host"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    assert ran.returncode == 1
+    assert "started by the server's engine, on pipes" in ran.stderr
+
+
+def test_the_host_ends_when_its_input_closes() -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "innominatus.workflows.host"], input=b"", capture_output=True, timeout=30
+    )
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"", b"")

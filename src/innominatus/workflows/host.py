@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -173,10 +174,9 @@ class StepHost:
 
     async def _lost(self, process: asyncio.subprocess.Process, cause: Exception) -> None:
         """The host ended (or spoke nonsense): what it ran is killed, and those steps fail."""
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        code = await process.wait()
+        # Output that ended means the host is ending: wait for it rather than kill it, since killing would
+        # reap it first (Popen polls before it signals) and asyncio would report exit code 255.
+        code = await _ended(process, within=0 if isinstance(cause, ValueError) else _STOP_WAIT)
         running = [step for step in self._steps.values() if not step.done.done()]
         if running and not self._closed:
             log.error(
@@ -203,14 +203,20 @@ class StepHost:
             return
         if process.stdin is not None:
             process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_WAIT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await _ended(process, within=_STOP_WAIT)
         if reading is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
+
+
+async def _ended(process: asyncio.subprocess.Process, within: float) -> int:
+    """The process's exit code, once it has ended by itself within `within` seconds, or been killed."""
+    try:
+        return await asyncio.wait_for(process.wait(), within)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()
 
 
 async def _deliver(on_log_line: LogLine | None, stream: str, text: str) -> None:
@@ -303,6 +309,13 @@ async def _main() -> None:
     writer.close()
 
 
+def _piped(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 if __name__ == "__main__":
+    if not (_piped(0) and _piped(1)):
+        sys.exit("innominatus.workflows.host: started by the server's engine, on pipes; not a command to run")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the server, which stops us in order
     asyncio.run(_main())
