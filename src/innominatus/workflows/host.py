@@ -74,6 +74,7 @@ class HostLost(RuntimeError):
 @dataclass
 class _Step:
     on_log_line: LogLine | None
+    process: asyncio.subprocess.Process  # the host it was sent to
     done: asyncio.Future[StepResult | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -113,7 +114,7 @@ class StepHost:
             return StepResult(False, "", {}, str(exc))
         self._next += 1
         number = self._next
-        step = _Step(on_log_line)
+        step = _Step(on_log_line, process)
         self._steps[number] = step
         try:
             assert process.stdin is not None
@@ -140,7 +141,13 @@ class StepHost:
         async with self._starting:
             if self._closed:
                 raise HostLost("the step host is stopped (the engine is stopping)")
-            if self._process is None or self._process.returncode is not None or self._reading is None:
+            process = self._process
+            if (
+                process is None
+                or process.returncode is not None
+                or self._reading is None
+                or self._reading.done()
+            ):
                 self._process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
@@ -169,15 +176,17 @@ class StepHost:
                     step.done.set_result(StepResult(succeeded, logs, outputs, error))
                 elif "cancelled" in message and not step.done.done():
                     step.done.set_result(None)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self._lost(process, exc)
+        except (ValueError, KeyError, TypeError) as exc:  # not the protocol: it cannot be trusted
+            await self._lost(process, ValueError(f"the step host sent what it should not: {exc!r}"))
 
     async def _lost(self, process: asyncio.subprocess.Process, cause: Exception) -> None:
         """The host ended (or spoke nonsense): what it ran is killed, and those steps fail."""
         # Output that ended means the host is ending: wait for it rather than kill it, since killing would
         # reap it first (Popen polls before it signals) and asyncio would report exit code 255.
         code = await _ended(process, within=0 if isinstance(cause, ValueError) else _STOP_WAIT)
-        running = [step for step in self._steps.values() if not step.done.done()]
+        running = [s for s in self._steps.values() if s.process is process and not s.done.done()]
         if running and not self._closed:
             log.error(
                 "the step host ended (exit code %s) with %d steps running: %s", code, len(running), cause
@@ -192,7 +201,6 @@ class StepHost:
                     "its processes were killed"
                 )
             )
-        self._reading = None
 
     async def close(self) -> None:
         """Stop the host: what still runs in it is killed. Steps sent afterwards fail."""
