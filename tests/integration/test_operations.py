@@ -509,3 +509,24 @@ async def test_workload_resolves_once_all_resources_are_active(store: Store, cat
     assert variables["DB_NAME"] == "${resources.database.nope}"
     assert done.errors == ["${resources.database.nope}: resource 'database' has no output 'nope'"]
     assert done.pending == []
+
+
+async def test_a_run_another_transaction_kept_from_a_claim_pass_is_claimed_once_it_is_free(
+    store: Store, catalog: Catalog
+) -> None:
+    """PostgreSQL's claim pass skips locked rows (SKIP LOCKED): a run waiting behind a resource that a
+    refused update held for a moment must still start, with no event and long before the sweep."""
+    if store.dialect != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite's claims take the write lock")
+    async with running_engine(store, catalog):
+        await specs.submit(store, catalog, MOCK)
+        db = (await wait_states(store, APP, {"database": "ACTIVE"}))["database"]
+    await update(store, catalog, db.id, {"size": "large"})  # no engine runs: the run waits, UPDATING
+    async with store.engine.connect() as holder:
+        await holder.execute(select(models.Resource.id).where(models.Resource.id == db.id).with_for_update())
+        async with running_engine(store, catalog, sweep_interval=600):
+            await asyncio.sleep(0.5)  # the engine's first pass has come and gone, past the held row
+            assert (await wait_states(store, APP, {"database": "UPDATING"}, timeout=1))["database"]
+            await holder.rollback()
+            after = (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]
+    assert after.outputs["size"] == "large"

@@ -88,6 +88,7 @@ class Claimer:
         self.lease = lease
         self.parked: list[str] = []  # parked by claims whose recheck is due (PostgreSQL)
         self.batch_full = False  # the last `requested` read as many rows as it could
+        self.runs_seen: set[str] = set()  # the executions the last `runs` read
         elements = _ELEMENTS["postgresql" if self.postgres else "sqlite"]
         self._blocker = literal_column(_BLOCKER.format(elements=elements)).label("blocker")
 
@@ -218,7 +219,9 @@ class Claimer:
             Resource,
             WorkflowExecution,
         )
-        rows = [(e, r) for e, r in (await session.execute(query)).all() if e.id not in running]
+        found = (await session.execute(query)).all()
+        self.runs_seen = {e.id for e, _ in found}
+        rows = [(e, r) for e, r in found if e.id not in running]
         steps = await steps_in(session, [e.id for e, _ in rows])
         siblings: dict[str, dict[str, Resource]] = {}  # per application, once per pass
         claims: list[Claim] = []
@@ -240,6 +243,23 @@ class Claimer:
             if claim is not None:
                 claims.append(claim)
         return claims
+
+    def runs_unseen(self, seen: set[str]) -> Any:
+        """A one-row read: a run waiting for an engine that is not in `seen`. On PostgreSQL a pass skips
+        rows another transaction has locked (a refused update holds its resource for a moment): such a
+        run is still waiting, and nothing else will announce it."""
+        return (
+            select(WorkflowExecution.id)
+            .where(
+                WorkflowExecution.status == WorkflowStatus.RUNNING,
+                or_(
+                    WorkflowExecution.lease_owner.is_(None),
+                    WorkflowExecution.lease_expires_at < clock.now(self.dialect),
+                ),
+                WorkflowExecution.id.not_in(seen),
+            )
+            .limit(1)
+        )
 
     async def _claim_run(
         self,

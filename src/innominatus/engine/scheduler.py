@@ -38,6 +38,8 @@ _REQUESTED_WORK = frozenset({ResourceState.REQUESTED, ResourceState.ACTIVE})
 _RUN_WORK = frozenset({ResourceState.UPDATING, ResourceState.DELETING, ResourceState.DELETED})
 # States a resource has while an engine holds its run's lease.
 _LEASED = frozenset({ResourceState.PROVISIONING, ResourceState.UPDATING, ResourceState.DELETING})
+# A run another transaction kept from a claim pass (SKIP LOCKED) is looked at again this much later.
+RELOOK_SECONDS = 0.05
 
 
 class Engine:
@@ -275,7 +277,8 @@ class Engine:
                 claims = await self.claimer.requested(session, self.catalog, limit)
                 if self.claimer.batch_full:
                     self._requested_backlog = True  # there may be more waiting
-            if self._runs_backlog and len(claims) < limit:
+            looked_at_runs = self._runs_backlog and len(claims) < limit
+            if looked_at_runs:
                 self._runs_backlog = False
                 more = await self.claimer.runs(session, self.catalog, limit - len(claims), running)
                 if len(more) == limit - len(claims):
@@ -284,6 +287,10 @@ class Engine:
                 seconds = await self.claimer.next_expiry(session)
                 loop_now = asyncio.get_running_loop().time()
                 self._next_expiry = None if seconds is None else loop_now + seconds
+        if looked_at_runs and not self._runs_backlog and self.claimer.postgres:
+            seen = self.claimer.runs_seen | running
+            if await self.store.rows(self.claimer.runs_unseen(seen)):
+                asyncio.get_running_loop().call_later(RELOOK_SECONDS, self._relook_runs)
         if self.claimer.parked:
             async with self.store.transaction() as session:
                 if await self.claimer.recheck_parked(session):
@@ -291,6 +298,10 @@ class Engine:
         if self._requested_backlog or self._runs_backlog:
             self._wake.set()
         return claims
+
+    def _relook_runs(self) -> None:
+        self._runs_backlog = True
+        self._wake.set()
 
     def _finished(self, claim: Claim) -> None:
         self._running.pop(claim.execution_id, None)
