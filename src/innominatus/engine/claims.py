@@ -203,17 +203,10 @@ class Claimer:
     async def runs(
         self, session: AsyncSession, catalog: Catalog, limit: int, running: set[str]
     ) -> list[Claim]:
-        # Expiry is judged by the database's clock: replicas' clocks may differ, the database's is one.
         query = self._locking(
             select(WorkflowExecution, Resource)
             .join(Resource, Resource.id == WorkflowExecution.resource_id)
-            .where(
-                WorkflowExecution.status == WorkflowStatus.RUNNING,
-                or_(
-                    WorkflowExecution.lease_owner.is_(None),
-                    WorkflowExecution.lease_expires_at < clock.now(self.dialect),
-                ),
-            )
+            .where(*self._waiting_runs())
             .order_by(WorkflowExecution.started_at)
             .limit(limit),
             Resource,
@@ -250,15 +243,19 @@ class Claimer:
         run is still waiting, and nothing else will announce it."""
         return (
             select(WorkflowExecution.id)
-            .where(
-                WorkflowExecution.status == WorkflowStatus.RUNNING,
-                or_(
-                    WorkflowExecution.lease_owner.is_(None),
-                    WorkflowExecution.lease_expires_at < clock.now(self.dialect),
-                ),
-                WorkflowExecution.id.not_in(seen),
-            )
+            .where(*self._waiting_runs(), WorkflowExecution.id.not_in(seen))
             .limit(1)
+        )
+
+    def _waiting_runs(self) -> tuple[Any, ...]:
+        """A run waits for an engine: it runs, and nobody holds its lease. Expiry is judged by the
+        database's clock: replicas' clocks may differ, the database's is one."""
+        return (
+            WorkflowExecution.status == WorkflowStatus.RUNNING,
+            or_(
+                WorkflowExecution.lease_owner.is_(None),
+                WorkflowExecution.lease_expires_at < clock.now(self.dialect),
+            ),
         )
 
     async def _claim_run(

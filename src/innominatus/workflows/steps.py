@@ -73,10 +73,9 @@ class PolicyStep:
         script = step.templates["script"].render(context)
         run_id = (context.get("workflow") or {}).get("id") or ""
         env = {RUN_MARKER: run_id} if run_id else None
-        step_host = current_host.get()
-        if step_host is not None:
-            return await step_host.run_policy(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
-        return await run_policy(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
+        step_host = current_host.get()  # the engine's; a step run outside one runs here
+        run = run_policy if step_host is None else step_host.run_policy
+        return await run(script, timeout=step.timeout, env=env, on_log_line=on_log_line)
 
 
 def _registry() -> dict[str, StepType]:
