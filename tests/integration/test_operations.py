@@ -530,3 +530,23 @@ async def test_a_run_another_transaction_kept_from_a_claim_pass_is_claimed_once_
             await holder.rollback()
             after = (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]
     assert after.outputs["size"] == "large"
+
+
+async def test_a_requested_resource_another_transaction_kept_from_a_claim_pass_is_claimed_once_free(
+    store: Store, catalog: Catalog
+) -> None:
+    """The same for a REQUESTED resource: a claim pass that skipped its locked row (a refused update or
+    retry holds it for a moment) must look again soon, not leave it to the sweep."""
+    if store.dialect != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite's claims take the write lock")
+    await specs.submit(store, catalog, MOCK)  # no engine: nothing claims it
+    (db,) = await resources(store, APP)
+    assert db.state == "REQUESTED"
+    async with store.engine.connect() as holder:
+        await holder.execute(select(models.Resource.id).where(models.Resource.id == db.id).with_for_update())
+        async with running_engine(store, catalog, sweep_interval=600):
+            await asyncio.sleep(0.5)  # the engine's first pass has come and gone, past the held row
+            assert (await wait_states(store, APP, {"database": "REQUESTED"}, timeout=1))["database"]
+            await holder.rollback()
+            after = (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]
+    assert after.outputs["username"]

@@ -243,7 +243,7 @@ class Engine:
         free = self.concurrency - len(self._running) - self._reserved
         if free <= 0 or not (self._requested_backlog or self._runs_backlog):
             return  # a finishing run wakes the loop again while there is a backlog
-        self._start(await self._claim(free))
+        await self._claim(free)
 
     @property
     def running_count(self) -> int:
@@ -260,8 +260,10 @@ class Engine:
             self._by_resource[claim.resource_id] = (claim.execution_id, claim.operation)
             task.add_done_callback(lambda t, c=claim: self._finished(c))
 
-    async def _claim(self, limit: int) -> list[Claim]:
-        """One transaction; backlog flags are cleared only for what this pass looked at in full."""
+    async def _claim(self, limit: int) -> None:
+        """One transaction, whose runs start the moment it commits: its events' numbering and
+        publication (a round trip, perhaps behind another pass) need not hold up the steps. Backlog
+        flags are cleared only for what this pass looked at in full."""
         running = set(self._running)
         claims: list[Claim] = []
         if self._requested_backlog and not self._runs_backlog:
@@ -269,12 +271,14 @@ class Engine:
             # nothing: a one-row read says so without a transaction (nor SQLite's write lock).
             self._requested_backlog = False
             if not await self.store.rows(ANY_CLAIMABLE):
-                return claims
+                return
             self._requested_backlog = True
+        looked_at_requested = self._requested_backlog
         async with self.store.transaction() as session:
+            Store.on_end(session, lambda committed: self._start(claims) if committed else None)
             if self._requested_backlog:
                 self._requested_backlog = False
-                claims = await self.claimer.requested(session, self.catalog, limit)
+                claims += await self.claimer.requested(session, self.catalog, limit)
                 if self.claimer.batch_full:
                     self._requested_backlog = True  # there may be more waiting
             looked_at_runs = self._runs_backlog and len(claims) < limit
@@ -287,20 +291,33 @@ class Engine:
                 seconds = await self.claimer.next_expiry(session)
                 loop_now = asyncio.get_running_loop().time()
                 self._next_expiry = None if seconds is None else loop_now + seconds
-        if looked_at_runs and not self._runs_backlog and self.claimer.postgres:
-            seen = self.claimer.runs_seen | running
-            if await self.store.rows(self.claimer.runs_unseen(seen)):
-                asyncio.get_running_loop().call_later(RELOOK_SECONDS, self._relook_runs)
+        if self.claimer.postgres:
+            await self._relook_skipped(
+                looked_at_requested and not self._requested_backlog,
+                looked_at_runs and not self._runs_backlog,
+                running,
+            )
         if self.claimer.parked:
             async with self.store.transaction() as session:
                 if await self.claimer.recheck_parked(session):
                     self._requested_backlog = True
         if self._requested_backlog or self._runs_backlog:
             self._wake.set()
-        return claims
 
-    def _relook_runs(self) -> None:
-        self._runs_backlog = True
+    async def _relook_skipped(self, requested: bool, runs: bool, running: set[str]) -> None:
+        """PostgreSQL: a pass skips rows another transaction holds (SKIP LOCKED; a refused update or
+        retry holds its resource for a moment), and nothing else will announce the work they stand for.
+        After a pass that cleared a backlog flag, a one-row read asks whether such work is left; if so,
+        the engine looks again shortly. (Every row the pass saw is claimed or parked by now.)"""
+        requested = requested and bool(await self.store.rows(ANY_CLAIMABLE))
+        seen = self.claimer.runs_seen | running
+        runs = runs and bool(await self.store.rows(self.claimer.runs_unseen(seen)))
+        if requested or runs:
+            asyncio.get_running_loop().call_later(RELOOK_SECONDS, self._relook, requested, runs)
+
+    def _relook(self, requested: bool, runs: bool) -> None:
+        self._requested_backlog |= requested
+        self._runs_backlog |= runs
         self._wake.set()
 
     def _finished(self, claim: Claim) -> None:
