@@ -39,6 +39,12 @@ def can_transition(from_state: S | None, to_state: S) -> bool:
     return to_state in ALLOWED[from_state]
 
 
+def require(from_state: S | None, to_state: S) -> None:
+    """For code that writes a transition itself (one statement, engine/recorder.py): the machine has it."""
+    if not can_transition(from_state, to_state):
+        raise IllegalTransition(f"{from_state} → {to_state} is not allowed")
+
+
 async def transition(
     session: AsyncSession,
     resource: Resource,

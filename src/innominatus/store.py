@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from innominatus.db.database import checkpointer, inline_read_engine, read_engine, sessionmaker
+from innominatus.db.models import Event, Resource
 from innominatus.db.writes import write_pending
 from innominatus.events import EventHub, Sequencer, StepEvent
 from innominatus.events.relay import StepRelay
@@ -126,6 +127,11 @@ class Store:
             if written:
                 # SQLite: still in the writers' queue, so events are published in commit order.
                 await self.sequencer.flush(written, released)
+
+    async def publish_written(self, written: list[tuple[Event, Resource]]) -> None:
+        """Events a statement wrote and committed on its own, outside `transaction` (PostgreSQL): numbered
+        and published as a transaction's are."""
+        await self.sequencer.flush(written)
 
     def publish_step(self, event: StepEvent) -> None:
         """A step event of a run in this process: to this process's subscribers, and to the other
