@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -149,40 +150,50 @@ async def test_background_process_does_not_outlive_the_step() -> None:
     assert process_gone(child_pid(result.logs))
 
 
+def _dirs(logs: str) -> tuple[Path, Path]:
+    """The step's working directory and the directory of its script and outputs file, as it printed."""
+    cwd, own = re.search(r"cwd=(.*)", logs), re.search(r"own=(.*)", logs)
+    assert cwd and own, logs
+    return Path(cwd.group(1)), Path(own.group(1)).parent
+
+
+_WHERE = 'echo "cwd=$PWD"\necho "own=$INNOMINATUS_OUTPUT"\n'
+
+
 async def test_cwd_is_a_fresh_temp_dir_that_is_removed() -> None:
-    script = 'echo "cwd=$PWD"\necho "entries=$(ls -A | wc -l)"\necho "tmp=$TMPDIR"\ntouch leftover\n'
+    script = (
+        _WHERE + 'echo "entries=$(ls -A | wc -l)"\necho "tmp=$TMPDIR"\necho "script=$0"\ntouch leftover\n'
+    )
     first = await run_policy(script)
     second = await run_policy(script)
-    cwd = re.search(r"cwd=(.*)", first.logs)
-    assert cwd
-    workdir = Path(cwd.group(1))
-    assert "entries=0" in first.logs
+    workdir, own = _dirs(first.logs)
+    assert "entries=0" in first.logs  # the script and the outputs file are not in it
     assert f"tmp={workdir}" in first.logs
-    await policy.removed()  # a thread of its own removes it, right after the step
+    assert f"script={own / 'script.sh'}" in first.logs
+    assert workdir.parent == Path(tempfile.gettempdir())  # never in memory: it may grow large
+    await policy.removed()  # a thread of its own removes them, right after the step
     assert not workdir.exists()
-    assert not workdir.parent.exists()  # the script file and output file went with it
-    assert first.logs.splitlines()[0] != second.logs.splitlines()[0]
+    assert not own.exists()  # the script file and output file went with it
+    assert _dirs(second.logs)[0] != workdir and _dirs(second.logs)[1] != own
 
 
 async def test_the_step_directory_goes_whatever_the_script_left_in_it() -> None:
-    clean = 'echo "cwd=$PWD"\necho "answer=42" >> "$INNOMINATUS_OUTPUT"\n'  # only our own files
-    messy = 'echo "cwd=$PWD"\nmkdir -p a/b && touch a/b/c .hidden\n'  # a tree of its own
+    clean = _WHERE + 'echo "answer=42" >> "$INNOMINATUS_OUTPUT"\n'  # only our own files
+    messy = _WHERE + 'mkdir -p a/b && touch a/b/c .hidden\ntouch "$INNOMINATUS_OUTPUT.more"\n'  # its own
     for script in (clean, messy):
         result = await run_policy(script)
         assert result.succeeded, result.error
-        cwd = re.search(r"cwd=(.*)", result.logs)
-        assert cwd
         await policy.removed()
-        assert not Path(cwd.group(1)).parent.exists(), script
+        assert [d for d in _dirs(result.logs) if d.exists()] == [], script
     assert (await run_policy(clean)).outputs == {"answer": "42"}
 
 
 async def test_the_directories_of_many_steps_at_once_all_go() -> None:
     """More steps end together than removals may wait: the rest remove their own; none is left."""
-    results = await asyncio.gather(*(run_policy('echo "cwd=$PWD"') for _ in range(100)))
+    results = await asyncio.gather(*(run_policy(_WHERE) for _ in range(100)))
     await policy.removed()
-    dirs = [Path(m.group(1)).parent for r in results if (m := re.search(r"cwd=(.*)", r.logs))]
-    assert len(dirs) == 100 and len(set(dirs)) == 100
+    dirs = [d for r in results for d in _dirs(r.logs)]
+    assert len(dirs) == 200 and len(set(dirs)) == 200
     assert [d for d in dirs if d.exists()] == []
 
 
