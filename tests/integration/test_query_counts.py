@@ -49,16 +49,19 @@ def spec(app: str, dependents: int) -> str:
 
 
 @contextmanager
-def counting(store: Store) -> Iterator[list[str]]:
-    """The statements the store's database runs meanwhile (BEGIN/COMMIT/ROLLBACK aside). Some go past
-    SQLAlchemy (db/direct.py, db/writes.py): on SQLite the writer's are taken from the sqlite3 connection
-    itself; on PostgreSQL asyncpg's query logger adds those (SQLAlchemy's own run as prepared
-    statements, which it does not log)."""
+def counting(store: Store, begins: list[str] | None = None) -> Iterator[list[str]]:
+    """The statements the store's database runs meanwhile (BEGIN/COMMIT/ROLLBACK aside; the BEGINs go
+    to `begins` if given). Some go past SQLAlchemy (db/direct.py, db/writes.py): on SQLite the writer's
+    are taken from the sqlite3 connection itself; on PostgreSQL asyncpg's query logger adds those
+    (SQLAlchemy's own run as prepared statements, which it does not log)."""
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.split(None, 1)[0].upper().rstrip(";") not in ("BEGIN", "COMMIT", "ROLLBACK"):
+        verb = statement.split(None, 1)[0].upper().rstrip(";")
+        if verb not in ("BEGIN", "COMMIT", "ROLLBACK"):
             statements.append(statement)
+        elif verb == "BEGIN" and begins is not None:
+            begins.append(statement)
 
     def trace(statement: str) -> None:
         count(None, None, statement)
