@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -39,6 +40,18 @@ from innominatus.store import Store
 from innominatus.workflows.policy import pidfd_child_watcher
 
 log = logging.getLogger(__name__)
+
+
+def _settle_heap() -> None:
+    """Once started: what start-up made (modules, the schema, SQLAlchemy's and Strawberry's structures,
+    several hundred thousand objects) is left out of the cycle collector's full passes from now on.
+    Under figure 2's load a full pass ran about once a second and walked all of it: 76-128 ms each, the
+    loop stopped meanwhile, about 8% of the server's time; 8-33 ms with it frozen. What start-up left
+    as garbage is collected first. (Start-up objects dropped later, a replaced catalog, are still freed
+    by their reference counts, only cycles among them would stay.)"""
+    gc.collect()
+    gc.freeze()
+
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 100
@@ -188,6 +201,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await orchestrator.start()
             if other_replicas is not None:
                 other_replicas.start()
+            _settle_heap()
             try:
                 yield
             finally:
