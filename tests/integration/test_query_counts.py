@@ -3,6 +3,7 @@ application costs the same number of SQL statements whether it has 5 resources o
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import event
 
 from innominatus import specs
 from innominatus.api.context import Context, Services
+from innominatus.api.execution import Execution
 from innominatus.api.schema import schema
 from innominatus.auth import DEV_ADMIN, Authenticator
 from innominatus.providers import Catalog, load_catalog
@@ -147,3 +149,23 @@ async def test_deep_nested_query_costs_the_same_for_5_and_20_resources(
     # The same statements whatever the number of rows: one per kind of nested field, not one per row.
     assert len(large_statements) == len(small_statements)
     assert len(large_statements) <= 10, large_statements
+
+
+async def test_an_operations_executor_is_freed_as_soon_as_it_ends(
+    store: Store, make_provider: ProviderFactory
+) -> None:
+    """No reference cycle keeps an operation's executor (and its context, variables and results) alive
+    until the cycle collector's next pass: under load those passes walked the whole heap once a second."""
+    wf = workflow_yaml("provision-test", "- name: noop\n  type: policy\n  config:\n    script: 'true'\n")
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    await specs.submit(store, catalog, spec("freed", 1))
+    await deep_query(store, catalog, "freed")  # warm: caches filled
+    gc.collect()
+    gc.disable()
+    try:
+        data, _ = await deep_query(store, catalog, "freed")
+        left = [o for o in gc.get_objects() if isinstance(o, Execution)]
+    finally:
+        gc.enable()
+    assert len(data["application"]["resources"]) == 2
+    assert left == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections.abc import Sized
 from typing import Any
 
@@ -32,6 +33,7 @@ from graphql import (
     is_leaf_type,
 )
 from graphql.pyutils import Path, Undefined
+from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from innominatus.api.cost import MAX_OBJECTS
@@ -65,6 +67,19 @@ class _Ordinary(Exception):
 
 
 class Execution(StrawberryGraphQLCoreExecutionContext):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # graphql-core's helpers hold bound methods of the executor: a reference cycle, so every
+        # operation's executor (with its context and variables, about 50 objects) was freed only by the
+        # cycle collector, whose full passes then walked the heap about once a second under load. Weakly
+        # held, it goes the moment its operation ends.
+        gather = weakref.WeakMethod(self.gather_async_work)
+        track = weakref.WeakMethod(self.track_async_work)
+        self.async_helpers = GraphQLResolveInfoHelpers(
+            gather=lambda values: gather()(values),  # type: ignore[misc]
+            track=lambda values: track()(values),  # type: ignore[misc]
+        )
+
     def execute_operation(self, serially: bool | None = None) -> Any:
         results: dict[Any, tuple[Any, Any]] | None = getattr(self.root_value, "results", None)
         if results is None or self.operation.operation != OperationType.SUBSCRIPTION:
