@@ -24,26 +24,30 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
     """A dependency cycle as a path (first node repeated at the end), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            if nxt not in state and nxt in graph:
-                found = visit(nxt)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
     for node in sorted(graph):
         if node not in state:
-            found = visit(node)
+            found = _visit(graph, node, state, path)
             if found:
                 return found
+    return None
+
+
+def _visit(
+    graph: Mapping[str, Iterable[str]], node: str, state: dict[str, int], path: list[str]
+) -> list[str] | None:
+    # A function of its own, not a closure: a recursive closure is a reference cycle, one per spec
+    # checked, left to the cycle collector.
+    state[node] = 1
+    path.append(node)
+    for nxt in sorted(graph.get(node, ())):
+        if state.get(nxt) == 1:
+            return [*path[path.index(nxt) :], nxt]
+        if nxt not in state and nxt in graph:
+            found = _visit(graph, nxt, state, path)
+            if found:
+                return found
+    path.pop()
+    state[node] = 2
     return None
 
 
