@@ -42,6 +42,12 @@ from innominatus.workflows.policy import pidfd_child_watcher
 log = logging.getLogger(__name__)
 
 
+# Nearly everything a request makes is freed by its reference count. Under figure 2's load the default
+# (a young collection per 700 more objects) ran about 100 young and 9 middle collections a second, 0.47 s
+# of 10 s; with this, about 9 and 1, 0.16 s.
+_YOUNG_COLLECTION_AFTER = 10_000
+
+
 def _settle_heap() -> None:
     """Once started: what start-up made (modules, the schema, SQLAlchemy's and Strawberry's structures,
     several hundred thousand objects) is left out of the cycle collector's full passes from now on.
@@ -51,6 +57,7 @@ def _settle_heap() -> None:
     by their reference counts, only cycles among them would stay.)"""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_AFTER, *gc.get_threshold()[1:])
 
 
 MAX_BODY_BYTES = 1024 * 1024
