@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -504,6 +504,17 @@ async def subscribe(ws_url: str, query: str, variables: dict[str, Any] | None, t
     return Subscription(ws)
 
 
+def _resume_after(errors: list[dict[str, Any]]) -> int | None:
+    """The position to subscribe again after, when the server ended a subscription that fell behind."""
+    for error in errors:
+        extensions = error.get("extensions") or {}
+        if extensions.get("code") == "SUBSCRIBER_TOO_SLOW" and isinstance(
+            extensions.get("afterSequence"), int
+        ):
+            return int(extensions["afterSequence"])
+    return None
+
+
 # --------------------------------------------------------------------------------------- baselines
 
 
@@ -538,30 +549,39 @@ async def bash_true_rate(concurrency: int = 8, total: int = 2000) -> float:
 
 # ------------------------------------------------------------------ state events on one subscription
 
-STATE_QUERY = "subscription { resourceStateChanged { sequence resourceId toState } }"
+STATE_QUERY = "subscription($after: Int) { resourceStateChanged(afterSequence: $after) { sequence resourceId toState } }"
 
 
 class StateCollector:
     """Reads one `resourceStateChanged` subscription in the background and records, per resource id, the
     `time.perf_counter()` at which its ACTIVE (or FAILED) event arrived; `wait` awaits one of them.
 
+    As a client should: when the server ends the subscription because it fell behind (SUBSCRIBER_TOO_SLOW:
+    the benchmark shares the machine's two cores with the server it loads), it subscribes again with the
+    `afterSequence` the error names and loses nothing; `resubscribed` counts those.
+
     Not part of the agreed minimal API (latency, throughput and history share it); ACTIVE events seen
     more than once for the same resource are counted in `duplicates`.
     """
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, reopen: Callable[[int], Awaitable[Subscription]]) -> None:
         self.subscription = subscription
+        self._reopen = reopen
         self.active_at: dict[str, float] = {}
         self.failed_at: dict[str, float] = {}
         self.duplicates = 0
         self.events = 0
+        self.resubscribed = 0
         self.error: BaseException | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, srv: BenchServer, token: str = ADMIN_TOKEN) -> StateCollector:
-        collector = cls(await subscribe(srv.websocket, STATE_QUERY, None, token))
+        async def reopen(after: int) -> Subscription:
+            return await subscribe(srv.websocket, STATE_QUERY, {"after": after}, token)
+
+        collector = cls(await subscribe(srv.websocket, STATE_QUERY, None, token), reopen)
         collector._task = asyncio.create_task(collector._read(), name="bench-state-collector")
         return collector
 
@@ -570,7 +590,13 @@ class StateCollector:
             while True:
                 payload = await self.subscription.next()
                 if payload.get("errors"):
-                    raise RuntimeError(f"subscription payload errors: {json.dumps(payload['errors'])}")
+                    after = _resume_after(payload["errors"])
+                    if after is None:
+                        raise RuntimeError(f"subscription payload errors: {json.dumps(payload['errors'])}")
+                    await self.subscription.close()
+                    self.subscription = await self._reopen(after)
+                    self.resubscribed += 1
+                    continue
                 event = payload["data"]["resourceStateChanged"]
                 now = time.perf_counter()
                 self.events += 1

@@ -131,6 +131,8 @@ async def measure_latency(srv: BenchServer, n: int, prefix: str, budget_s: float
         )
     if collector.duplicates:
         result["duplicate_active"] = collector.duplicates
+    if collector.resubscribed:
+        result["resubscribed"] = collector.resubscribed
     if errors:
         result["errors"] = errors[:5]
     return result

@@ -123,6 +123,7 @@ async def measure_throughput(
         "lost": lost,
         "submit_errors": len(submit_errors),
         "duplicate_active": collector.duplicates,
+        "resubscribed": collector.resubscribed,
         "submit_s": round(t_submitted - t_first, 3),
     }
     if active:
