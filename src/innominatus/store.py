@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from innominatus.db.database import checkpointer, inline_read_engine, read_engine, sessionmaker
+from innominatus.db.database import checkpointer, close, inline_read_engine, read_engine, sessionmaker
 from innominatus.db.models import Event, Resource
 from innominatus.db.writes import write_pending
 from innominatus.events import EventHub, Sequencer, StepEvent
@@ -84,8 +84,13 @@ class Store:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session for reads (it never waits for writers); each concurrent resolver gets its own."""
-        async with self._read_sessions() as session:
+        session = self._read_sessions()
+        cleanly = False
+        try:
             yield session
+            cleanly = self.dialect == "postgresql"  # an autocommit connection: nothing to roll back
+        finally:
+            await close(session, cleanly=cleanly)
 
     async def rows(self, query: Any, parameters: dict[str, Any] | None = None) -> list[Any]:
         """A Core query's rows, read without the ORM's machinery (lists that are only read), as named
@@ -97,15 +102,22 @@ class Store:
             except OperationalError as exc:
                 if getattr(exc.orig, "sqlite_errorname", None) != "SQLITE_BUSY":
                     raise
-        async with self._reader.connect() as conn:
-            return _records(await conn.execute(query, parameters))
+        conn = await self._reader.connect().start()
+        cleanly = False
+        try:
+            found = _records(await conn.execute(query, parameters))
+            cleanly = self.dialect == "postgresql"  # an autocommit connection: nothing to roll back
+            return found
+        finally:
+            await close(conn, cleanly=cleanly)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One transaction; the state events it wrote are numbered and published once it has committed."""
         async with self._writers or contextlib.nullcontext():
-            async with self._sessions() as session:
-                committed = released = False
+            session = self._sessions()
+            committed = released = False
+            try:
                 try:
                     async with session.begin():
                         yield session
@@ -124,6 +136,10 @@ class Store:
                     session.info.clear()
                     for hook in hooks:
                         hook(committed)
+            finally:
+                # PostgreSQL: the committed connection has nothing to roll back. (SQLite's writer keeps the
+                # shielded close, whose loop turns also let readers in between its back-to-back writes.)
+                await close(session, cleanly=committed and self.dialect == "postgresql")
             if written:
                 # SQLite: still in the writers' queue, so events are published in commit order.
                 await self.sequencer.flush(written, released)

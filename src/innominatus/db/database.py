@@ -14,7 +14,13 @@ from alembic.config import Config
 from sqlalchemy import URL, Engine, event, make_url, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import StaticPool
 
 from innominatus.db.checkpoints import BACKSTOP_PAGES, Checkpointer
@@ -143,6 +149,18 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool, read_only: bool) ->
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
         conn.exec_driver_sql(begin)
+
+
+async def close(holder: AsyncSession | AsyncConnection, *, cleanly: bool) -> None:
+    """Give a session's or connection's connection back. After a clean end (committed, or a statement
+    that ran on its own) closing sends nothing, so it is awaited directly: SQLAlchemy's context managers
+    run every close in a task of its own, shielded from cancellation, which cost three turns of the loop
+    each (about 5% of the server's CPU under figure 2's load). A close that may roll back keeps that
+    protection."""
+    if cleanly:
+        await holder.close()
+    else:
+        await holder.__aexit__(None, None, None)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

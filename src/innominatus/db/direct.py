@@ -29,6 +29,8 @@ from sqlalchemy.orm import Mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import Executable
 
+from innominatus.db.database import close
+
 _ADAPTION = "innominatus.direct.adaption"  # session.info: (transaction, its DB-API adaption)
 _KEPT = 256  # compiled statements: a handful of constants and write shapes, so this is only a backstop
 
@@ -181,9 +183,14 @@ async def autocommit_rows(
     """PostgreSQL: a statement that is a transaction of its own, on a pooled connection (no BEGIN or
     COMMIT round trips, no isolation level set and reset); rows with the columns as attributes."""
     built = compiled(statement, lambda: statement, engine.dialect)
-    async with engine.connect() as connection:
+    connection = await engine.connect().start()
+    cleanly = False
+    try:
         adaption = (await connection.get_raw_connection()).dbapi_connection
         records = await _fetch(adaption, built.sql, built.arguments(parameters))
+        cleanly = True
+    finally:
+        await close(connection, cleanly=cleanly)
     return [built.named(record) for record in records]
 
 
