@@ -120,16 +120,22 @@ _FINISH = (
 )
 
 
+def _result_if_finished(finished: Any, name: str) -> Any:
+    """The last step's result as a WITH, written only if the run's finish (`finished`, a WITH) was. Its
+    values are named apart (s_) from the run's own status and error."""
+    return (
+        update(_steps)
+        .where(_THIS_STEP, exists(select(finished.c.workflow_name)))
+        .values(_result_values("s_"))
+        .returning(_steps.c.id)
+        .cte(name)
+    )
+
+
 # PostgreSQL: the run's finish and its last step's result in one round trip, the step's result written only
-# if the finish was (the lease held). Its values are named apart (s_) from the run's own status and error.
+# if the finish was (the lease held).
 _FINISHED = _FINISH.cte("finished")
-_LAST_RESULT = (
-    update(_steps)
-    .where(_THIS_STEP, exists(select(_FINISHED.c.workflow_name)))
-    .values(_result_values("s_"))
-    .returning(_steps.c.id)
-    .cte("last_result")
-)
+_LAST_RESULT = _result_if_finished(_FINISHED, "last_result")
 _FINISH_WITH_RESULT = select(_FINISHED.c.workflow_name, select(_LAST_RESULT.c.id).scalar_subquery())
 _APART = {"p_error": "s_error", "p_status": "s_status", "p_outputs": "s_outputs", "p_now": "s_now"}
 
@@ -151,13 +157,7 @@ _LOCKED = (
     .cte("locked")
 )
 _CREATED_RUN = _FINISH.where(exists(select(_LOCKED.c.id))).cte("created_run")
-_CREATED_STEP = (
-    update(_steps)
-    .where(_THIS_STEP, exists(select(_CREATED_RUN.c.workflow_name)))
-    .values(_result_values("s_"))
-    .returning(_steps.c.id)
-    .cte("created_step")
-)
+_CREATED_STEP = _result_if_finished(_CREATED_RUN, "created_step")
 _NOW = bindparam("p_now", type_=_res.c.updated_at.type)
 _ACTIVATED = (
     update(_res)
