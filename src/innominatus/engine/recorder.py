@@ -366,7 +366,11 @@ class StepRecorder:
         self._unwritten = None
         self.outcome = WorkflowStatus.SUCCEEDED
         if row.step_id is None:  # the run's own step row is gone: cannot happen while its run exists
-            log.error("execution %s finished, but its step %s row was not found", claim.execution_id, step)
+            log.error(
+                "execution %s finished, but the row of its step %s was not found",
+                claim.execution_id,
+                step["p_position"],
+            )
         resource = Resource(**{column.key: getattr(row, column.key) for column in _res.c})
         event = Event(
             id=row.event_id,
