@@ -522,13 +522,7 @@ async def test_a_run_another_transaction_kept_from_a_claim_pass_is_claimed_once_
         await specs.submit(store, catalog, MOCK)
         db = (await wait_states(store, APP, {"database": "ACTIVE"}))["database"]
     await update(store, catalog, db.id, {"size": "large"})  # no engine runs: the run waits, UPDATING
-    async with store.engine.connect() as holder:
-        await holder.execute(select(models.Resource.id).where(models.Resource.id == db.id).with_for_update())
-        async with running_engine(store, catalog, sweep_interval=600):
-            await asyncio.sleep(0.5)  # the engine's first pass has come and gone, past the held row
-            assert (await wait_states(store, APP, {"database": "UPDATING"}, timeout=1))["database"]
-            await holder.rollback()
-            after = (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]
+    after = await _active_once_the_held_row_is_free(store, catalog, db.id, "UPDATING")
     assert after.outputs["size"] == "large"
 
 
@@ -542,11 +536,21 @@ async def test_a_requested_resource_another_transaction_kept_from_a_claim_pass_i
     await specs.submit(store, catalog, MOCK)  # no engine: nothing claims it
     (db,) = await resources(store, APP)
     assert db.state == "REQUESTED"
+    after = await _active_once_the_held_row_is_free(store, catalog, db.id, "REQUESTED")
+    assert after.outputs["username"]
+
+
+async def _active_once_the_held_row_is_free(
+    store: Store, catalog: Catalog, resource_id: str, waiting: str
+) -> models.Resource:
+    """Another transaction holds the resource's row while an engine starts (its sweep far away): the
+    resource still waits (`waiting`) after the engine's first pass, and is ACTIVE within 10 s of the
+    row's release."""
     async with store.engine.connect() as holder:
-        await holder.execute(select(models.Resource.id).where(models.Resource.id == db.id).with_for_update())
+        locked = select(models.Resource.id).where(models.Resource.id == resource_id).with_for_update()
+        await holder.execute(locked)
         async with running_engine(store, catalog, sweep_interval=600):
             await asyncio.sleep(0.5)  # the engine's first pass has come and gone, past the held row
-            assert (await wait_states(store, APP, {"database": "REQUESTED"}, timeout=1))["database"]
+            assert (await wait_states(store, APP, {"database": waiting}, timeout=1))["database"]
             await holder.rollback()
-            after = (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]
-    assert after.outputs["username"]
+            return (await wait_states(store, APP, {"database": "ACTIVE"}, timeout=10))["database"]

@@ -310,8 +310,9 @@ class Engine:
         After a pass that cleared a backlog flag, a one-row read asks whether such work is left; if so,
         the engine looks again shortly. (Every row the pass saw is claimed or parked by now.)"""
         requested = requested and bool(await self.store.rows(ANY_CLAIMABLE))
-        seen = self.claimer.runs_seen | running
-        runs = runs and bool(await self.store.rows(self.claimer.runs_unseen(seen)))
+        if runs:
+            unseen = self.claimer.runs_unseen(self.claimer.runs_seen | running)
+            runs = bool(await self.store.rows(unseen))
         if requested or runs:
             asyncio.get_running_loop().call_later(RELOOK_SECONDS, self._relook, requested, runs)
 
