@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -19,6 +20,7 @@ MAX_EXPANDED_BYTES = 1024 * 1024
 MAX_DEPTH = 100
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_ALIAS = re.compile(r"\*([^\s,\[\]{}]+)")
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -71,6 +73,7 @@ StrictLoader.yaml_implicit_resolvers = {
 }
 
 _Loader: type = StrictLoader
+_SmallLoader: type = StrictLoader
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
 
@@ -89,12 +92,28 @@ if yaml.__with_libyaml__:
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
 
+    class _SmallStrictLoader(CParser, SafeConstructor, Resolver):
+        """libyaml's parser and composer, for documents too short to nest deeper than the C stack
+        allows (half the time of the Python composer on a spec of a few lines)."""
+
+        yaml_implicit_resolvers = StrictLoader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
     _Loader = _FastStrictLoader
+    _SmallLoader = _SmallStrictLoader
+
+# Nesting costs at least one character a level, so a document this short recurses at most this deep
+# in libyaml's composer (whose releases before 0.2.5 had no depth limit of their own).
+SMALL_DOCUMENT_CHARS = 4096
 
 
 def load_yaml(text: str, source: str = "<input>") -> Any:
     """Load exactly one YAML document (None when empty); raise YamlError on anything doubtful."""
-    return _load(text, source, _Loader)
+    return _load(text, source, _SmallLoader if len(text) <= SMALL_DOCUMENT_CHARS else _Loader)
 
 
 def _load(text: str, source: str, loader_class: type) -> Any:
@@ -110,6 +129,10 @@ def _load(text: str, source: str, loader_class: type) -> Any:
         _Checker(loader, source).check(node, [], 0)
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
+        if exc.problem == "found undefined alias" and exc.problem_mark is not None:
+            # libyaml's composer leaves the name out; PyYAML's says which alias.
+            name = _ALIAS.match(text, exc.problem_mark.index)
+            exc.problem += f" {name.group(1)!r}" if name else ""
         raise _from_marked(exc, source) from None
     except yaml.reader.ReaderError as exc:
         line, column = _position(text, exc.position)

@@ -3,7 +3,7 @@ import pytest
 from innominatus import strict_yaml
 from innominatus.strict_yaml import StrictLoader, YamlError, load_yaml
 
-LOADERS = [StrictLoader, strict_yaml._Loader]
+LOADERS = [StrictLoader, strict_yaml._Loader, strict_yaml._SmallLoader]
 
 
 def load_with(loader: type, text: str, source: str = "spec.yaml"):
@@ -101,9 +101,26 @@ def test_control_characters_are_refused_with_a_position(loader: type) -> None:
     assert info.value.line == 2
 
 
-def test_undefined_alias() -> None:
-    with pytest.raises(YamlError, match="undefined alias 'nope'"):
-        load_yaml("a: *nope\n")
+@pytest.mark.parametrize("loader", LOADERS)
+def test_undefined_alias_is_named_where_it_is_used(loader: type) -> None:
+    with pytest.raises(YamlError) as info:
+        load_with(loader, "a: 1\nb: [x, *nope]\n")
+    assert str(info.value) == "spec.yaml: line 2, column 8: malformed YAML: found undefined alias 'nope'"
+
+
+def test_documents_either_side_of_the_small_size_read_the_same() -> None:
+    short = "a: &x [1, {b: c}]\nd: *x\n"
+    long = short + "# padding\n" * (strict_yaml.SMALL_DOCUMENT_CHARS // 10)
+    assert len(short) <= strict_yaml.SMALL_DOCUMENT_CHARS < len(long)
+    assert load_yaml(short) == load_yaml(long) == {"a": [1, {"b": "c"}], "d": [1, {"b": "c"}]}
+
+
+@pytest.mark.parametrize("text", ["[" * 2000 + "]" * 2000, "- " * 2000 + "x\n", "[" * 500 + "]" * 500])
+def test_deep_nesting_in_a_short_document_is_refused_not_a_crash(text: str) -> None:
+    assert len(text) <= strict_yaml.SMALL_DOCUMENT_CHARS
+    with pytest.raises(YamlError) as info:
+        load_yaml(text)
+    assert "nesting is deeper than 100 levels" in str(info.value)
 
 
 def test_python_tags_are_refused() -> None:
