@@ -69,3 +69,34 @@ def test_unexpected_errors_are_masked_expected_ones_are_not() -> None:
     assert not is_unexpected(not_found("resource", "x"))
     assert not is_unexpected(bad_input("invalid"))
     assert not is_unexpected(GraphQLError("Cannot query field 'x' on type 'Query'."))
+
+
+class _CrashingServices:
+    """Services whose every use fails the way a bug or a broken database would."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"connection to postgresql://admin:hunter2@db failed ({name})")
+
+
+class _Context:
+    def __init__(self) -> None:
+        from innominatus.auth import Principal
+
+        self.principal = self.caller = Principal(team="platform", role="admin", token_id=None)
+        self.services = _CrashingServices()
+        self.websocket = True
+
+
+async def test_an_unexpected_error_reaches_the_client_masked_in_answers_and_events() -> None:
+    from innominatus.api.schema import schema
+
+    answer = await schema.execute("{ applications { name } }", context_value=_Context())
+    assert [e.message for e in answer.errors or []] == ["internal server error"]
+
+    stream = await schema.subscribe(
+        "subscription { resourceStateChanged { sequence } }", context_value=_Context()
+    )
+    first = await anext(stream)
+    await stream.aclose()
+    assert [e.message for e in first.errors or []] == ["internal server error"]
+    assert "hunter2" not in repr(first.errors) + repr(answer.errors)

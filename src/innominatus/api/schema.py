@@ -339,10 +339,20 @@ _LIMIT_RULES = [
 _GUARD = guard_with(_LIMIT_RULES)
 
 
+class _MaskErrors(MaskErrors):
+    """Strawberry's, checking for errors by attribute: its check, a runtime-checkable Protocol, costs
+    about 11 µs a call, once per answer and once per subscription event."""
+
+    def _process_result(self, result: object) -> None:
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
+
 def make_schema(*, introspection: bool = True) -> strawberry.Schema:
     extensions: list[Any] = [
         _GUARD,
-        lambda: MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
+        lambda: _MaskErrors(should_mask_error=is_unexpected, error_message="internal server error"),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
