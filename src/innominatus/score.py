@@ -106,6 +106,12 @@ def _type_name(value: Any) -> str:
 
 @cache
 def _validator() -> Any:
+    return _ExactValidator(_inlined(_referenced_schema()))
+
+
+@cache
+def _referenced_schema() -> dict[str, Any]:
+    """The official Score schema with innominatus's extensions, as written (with its references)."""
     source = importlib_resources.files("innominatus") / "schemas" / "score-v1b1.json"
     schema = copy.deepcopy(json.loads(source.read_text(encoding="utf-8")))
     defs = schema["$defs"]
@@ -119,7 +125,28 @@ def _validator() -> Any:
         "description": "innominatus extension: an alias of variables, merged into it.",
     }
     Draft202012Validator.check_schema(schema)
-    return _ExactValidator(schema)
+    return schema
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with each `$ref` replaced by what it names: resolving a reference on every use was
+    a third of a validation. The Score schema's references are local and not recursive, and their only
+    siblings are descriptions, so nothing else changes (test_score compares the two)."""
+    defs = schema["$defs"]
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            name = node["$ref"].removeprefix("#/$defs/")
+            if name in seen or name not in defs or set(node) - {"$ref", "description"}:
+                raise ValueError(f"score schema: cannot inline {node['$ref']!r}")
+            return resolve(defs[name], (*seen, name))
+        return {key: resolve(value, seen) for key, value in node.items() if key != "$defs"}
+
+    return resolve(schema, ())
 
 
 def _exact_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
