@@ -340,3 +340,31 @@ async def test_claims_of_a_submission_that_did_not_commit_never_run(store: Store
         runs = await session.scalar(select(func.count()).select_from(models.WorkflowExecution))
     assert runs == 1
     assert [r.state for r in await resources(store, "demo-app-mock")] == ["ACTIVE"]
+
+
+async def test_runs_never_exceed_the_concurrency_while_submissions_and_passes_claim_at_once(
+    store: Store, make_provider: ProviderFactory, tmp_path: Path
+) -> None:
+    """Claim passes (for what waited) and submissions (claiming their own) race for the same free slots;
+    each step records how many steps were running when it started."""
+    running, seen = tmp_path / "running", tmp_path / "seen"
+    running.mkdir()
+    script = f"touch {running}/$$; ls {running} | wc -l >> {seen}; sleep 0.05; rm {running}/$$"
+    wf = workflow_yaml(
+        "provision-test", f"- name: count\n  type: policy\n  config:\n    script: '{script}'\n"
+    )
+    catalog = load_catalog(make_provider({"provision-test": wf}), None)
+    async with running_engine(store, catalog, concurrency=3) as engine:
+
+        async def submitter(k: int) -> None:
+            for i in range(8):
+                await specs.submit(store, catalog, spec_for(f"race-{k}-{i}"), engine=engine)
+                await asyncio.sleep(0.01 * (k % 3))
+
+        await asyncio.gather(*(submitter(k) for k in range(8)))
+        for k in range(8):
+            for i in range(8):
+                await settle(store, f"race-{k}-{i}")
+    counts = [int(line) for line in seen.read_text().split()]
+    assert len(counts) == 64
+    assert max(counts) <= 3, counts

@@ -12,6 +12,7 @@ claim never waits for a row lock and several engines share the work.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +90,9 @@ class Claimer:
         self.parked: list[str] = []  # parked by claims whose recheck is due (PostgreSQL)
         self.batch_full = False  # the last `requested` read as many rows as it could
         self.runs_seen: set[str] = set()  # the executions the last `runs` read
+        # The engine's free slots for rows a pass just read, reserved at once; without an engine, all.
+        self.grant: Callable[[int], int] = lambda wanted: wanted
+        self.runs_trimmed = False  # the last `runs` left waiting runs for want of a slot
         elements = _ELEMENTS["postgresql" if self.postgres else "sqlite"]
         self._blocker = literal_column(_BLOCKER.format(elements=elements)).label("blocker")
 
@@ -115,7 +119,12 @@ class Claimer:
         if parked:
             await session.execute(_PARK, parked)
             self.parked.extend(p["id"] for p in parked)
-        return await self.start(session, catalog, [r for r, blocker in rows if blocker is None])
+        ready = [r for r, blocker in rows if blocker is None]
+        granted = self.grant(len(ready))
+        if granted < len(ready):  # submissions took slots while the rows were read: the rest waits
+            ready = ready[:granted]
+            self.batch_full = True
+        return await self.start(session, catalog, ready)
 
     async def start(self, session: AsyncSession, catalog: Catalog, ready: list[Resource]) -> list[Claim]:
         """Start the create runs of REQUESTED resources whose dependencies are ACTIVE (rows this
@@ -215,6 +224,9 @@ class Claimer:
         found = (await session.execute(query)).all()
         self.runs_seen = {e.id for e, _ in found}
         rows = [(e, r) for e, r in found if e.id not in running]
+        granted = self.grant(len(rows))
+        self.runs_trimmed = granted < len(rows)
+        rows = rows[:granted]
         steps = await steps_in(session, [e.id for e, _ in rows])
         siblings: dict[str, dict[str, Resource]] = {}  # per application, once per pass
         claims: list[Claim] = []

@@ -61,6 +61,7 @@ class Engine:
         self.metrics = metrics
         self.worker_id = store.replica  # the lease owner and the `runner` the API shows
         self.claimer = Claimer(store.box, store.dialect, self.worker_id, self.lease)
+        self.claimer.grant = self._grant_pass_slots
         self._wake = asyncio.Event()
         # Work may be waiting that no free slot has taken yet (REQUESTED resources; unleased runs).
         self._requested_backlog = True
@@ -68,7 +69,8 @@ class Engine:
         self._next_expiry: float | None = None  # loop time when the earliest lease another engine holds ends
         self._renewed = time.monotonic()  # the last time our leases were renewed (or we held none)
         self._running: dict[str, asyncio.Task[None]] = {}  # execution id → task
-        self._reserved = 0  # slots held by claims made in a submission not yet committed
+        self._reserved = 0  # slots held by claims not yet started: a submission's, a pass's
+        self._pass_reserved = 0  # of them, the running claim pass's
         self._by_resource: dict[str, tuple[str, str]] = {}  # resource id → (execution id, operation)
         self._loop_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -274,23 +276,32 @@ class Engine:
                 return
             self._requested_backlog = True
         looked_at_requested = self._requested_backlog
-        async with self.store.transaction() as session:
-            Store.on_end(session, lambda committed: self._start(claims) if committed else None)
-            if self._requested_backlog:
-                self._requested_backlog = False
-                claims += await self.claimer.requested(session, self.catalog, limit)
-                if self.claimer.batch_full:
-                    self._requested_backlog = True  # there may be more waiting
-            looked_at_runs = self._runs_backlog and len(claims) < limit
-            if looked_at_runs:
-                self._runs_backlog = False
-                more = await self.claimer.runs(session, self.catalog, limit - len(claims), running)
-                if len(more) == limit - len(claims):
-                    self._runs_backlog = True
-                claims += more
-                seconds = await self.claimer.next_expiry(session)
-                loop_now = asyncio.get_running_loop().time()
-                self._next_expiry = None if seconds is None else loop_now + seconds
+
+        def ended(committed: bool) -> None:
+            self._release_pass_slots()
+            if committed:
+                self._start(claims)
+
+        try:
+            async with self.store.transaction() as session:
+                Store.on_end(session, ended)
+                if self._requested_backlog:
+                    self._requested_backlog = False
+                    claims += await self.claimer.requested(session, self.catalog, limit)
+                    if self.claimer.batch_full:
+                        self._requested_backlog = True  # there may be more waiting
+                looked_at_runs = self._runs_backlog and len(claims) < limit
+                if looked_at_runs:
+                    self._runs_backlog = False
+                    more = await self.claimer.runs(session, self.catalog, limit - len(claims), running)
+                    if len(more) == limit - len(claims) or self.claimer.runs_trimmed:
+                        self._runs_backlog = True
+                    claims += more
+                    seconds = await self.claimer.next_expiry(session)
+                    loop_now = asyncio.get_running_loop().time()
+                    self._next_expiry = None if seconds is None else loop_now + seconds
+        finally:
+            self._release_pass_slots()  # (already done when the transaction ended)
         if self.claimer.postgres:
             await self._relook_skipped(
                 looked_at_requested and not self._requested_backlog,
@@ -315,6 +326,19 @@ class Engine:
             runs = bool(await self.store.rows(unseen))
         if requested or runs:
             asyncio.get_running_loop().call_later(RELOOK_SECONDS, self._relook, requested, runs)
+
+    def _grant_pass_slots(self, wanted: int) -> int:
+        """Free slots for the rows a pass just read, reserved with no await between the count and the
+        reservation: submissions claim their own resources meanwhile, and both used to fill the same
+        free slots (4 runs with 3 allowed). Held until the pass's runs start."""
+        granted = max(min(wanted, self.concurrency - len(self._running) - self._reserved), 0)
+        self._reserved += granted
+        self._pass_reserved += granted
+        return granted
+
+    def _release_pass_slots(self) -> None:
+        self._reserved -= self._pass_reserved
+        self._pass_reserved = 0
 
     def _relook(self, requested: bool, runs: bool) -> None:
         self._requested_backlog |= requested
