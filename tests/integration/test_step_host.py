@@ -144,6 +144,29 @@ async def test_a_dead_host_fails_its_steps_kills_their_processes_and_is_replaced
     assert host.pid not in (None, first)
 
 
+async def test_a_new_host_removes_the_directories_a_killed_one_left(host: StepHost) -> None:
+    started = asyncio.Event()
+    lines: list[str] = []
+
+    def on_line(stream: str, line: str) -> None:
+        lines.append(line)
+        if line.startswith("own="):
+            started.set()
+
+    script = 'echo "cwd=$PWD"\necho "own=$INNOMINATUS_OUTPUT"\nsleep 1000\n'
+    task = asyncio.create_task(host.run_policy(script, timeout=60, on_log_line=on_line))
+    await asyncio.wait_for(started.wait(), 10)
+    left = [Path(lines[0].removeprefix("cwd=")), Path(lines[1].removeprefix("own=")).parent]
+    os.kill(host.pid or 0, signal.SIGKILL)
+    await asyncio.wait_for(task, 10)
+    assert all(d.is_dir() for d in left)  # nothing removed them: the process that would have is gone
+    assert (await host.run_policy("true", timeout=10)).succeeded  # a new host
+    deadline = time.monotonic() + 10
+    while any(d.exists() for d in left) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not any(d.exists() for d in left)
+
+
 async def test_closing_the_host_kills_what_runs_and_refuses_more(host: StepHost) -> None:
     task, child = await holding_step(host)
     pid = host.pid

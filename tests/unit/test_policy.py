@@ -197,6 +197,52 @@ async def test_the_directories_of_many_steps_at_once_all_go() -> None:
     assert [d for d in dirs if d.exists()] == []
 
 
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_the_sweep_removes_only_directories_of_processes_that_are_gone(tmp_path: Path) -> None:
+    import os
+
+    dead, alive = _dead_pid(), os.getpid()
+    stale = [tmp_path / f"innominatus-policy-{dead}-abc", tmp_path / f"innominatus-work-{dead}-def"]
+    for directory in stale:
+        (directory / "deep").mkdir(parents=True)
+        (directory / "deep" / "file").write_text("left behind")
+    kept = [
+        tmp_path / f"innominatus-work-{alive}-ghi",  # a live process's step (another replica)
+        tmp_path / "innominatus-work-xyz",  # not named for a process: cannot tell
+        tmp_path / f"unrelated-{dead}-jkl",
+    ]
+    for directory in kept:
+        directory.mkdir()
+    (tmp_path / f"innominatus-policy-{dead}-file").write_text("a file, not a step directory")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("x")
+    (tmp_path / f"innominatus-work-{dead}-link").symlink_to(elsewhere)
+
+    assert policy.sweep_stale_dirs([str(tmp_path)]) == 2
+    assert not any(d.exists() for d in stale)
+    assert all(d.is_dir() for d in kept)
+    assert (tmp_path / f"innominatus-policy-{dead}-file").is_file()
+    assert (elsewhere / "precious").is_file()  # never followed through a link
+    assert policy.sweep_stale_dirs([str(tmp_path), str(tmp_path / "missing")]) == 0
+
+
+async def test_step_directories_are_named_for_their_process() -> None:
+    import os
+
+    result = await run_policy(_WHERE)
+    workdir, own = _dirs(result.logs)
+    assert workdir.name.startswith(f"innominatus-work-{os.getpid()}-")
+    assert own.name.startswith(f"innominatus-policy-{os.getpid()}-")
+
+
 async def test_environment_is_minimal_plus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INNOMINATUS_TEST_SECRET", "leaked")
     script = (

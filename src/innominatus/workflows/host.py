@@ -38,7 +38,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from innominatus.workflows.policy import LogLine, StepResult, pidfd_child_watcher, run_policy
+from innominatus.workflows.policy import (
+    LogLine,
+    StepResult,
+    pidfd_child_watcher,
+    run_policy,
+    sweep_stale_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -310,11 +316,20 @@ async def _main() -> None:
         asyncio.streams.FlowControlMixin, os.fdopen(replies, "wb", 0)
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    # A host starts when none runs: the last one may have been killed with its steps' directories left.
+    sweeping = asyncio.create_task(asyncio.to_thread(_sweep))
     with pidfd_child_watcher():
         await _serve(reader, writer)
+    await sweeping
     with contextlib.suppress(ConnectionError):
         await writer.drain()
     writer.close()
+
+
+def _sweep() -> None:
+    removed = sweep_stale_dirs()
+    if removed:
+        log.warning("removed %d step directories left by processes that are gone", removed)
 
 
 def _piped(fd: int) -> bool:

@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -25,13 +26,13 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOG_LIMIT", "StepResult", "pidfd_child_watcher", "run_policy"]
+__all__ = ["LOG_LIMIT", "StepResult", "pidfd_child_watcher", "run_policy", "sweep_stale_dirs"]
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +280,11 @@ async def run_policy(
     if bash is None:
         return StepResult(False, "", {}, "bash not found (looked for /bin/bash and bash on PATH)")
     # base holds our files; the script gets an empty directory of its own as cwd and TMPDIR
-    base = Path(tempfile.mkdtemp(prefix="innominatus-policy-", dir=_own_files_root()))
+    base = Path(tempfile.mkdtemp(prefix=f"{_OURS}policy-{os.getpid()}-", dir=_own_files_root()))
     script_path, output_path = base / "script.sh", base / "outputs.env"
     workdir: Path | None = None
     try:
-        workdir = Path(tempfile.mkdtemp(prefix="innominatus-work-"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"{_OURS}work-{os.getpid()}-"))
         _write_new(script_path, script.encode("utf-8"))
         child_env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -312,6 +313,47 @@ def _own_files_root() -> str | None:
     """Where our files' directories go: the tmpfs, if this process may create there; else (None) the
     temp dir."""
     return _TMPFS if os.path.isdir(_TMPFS) and os.access(_TMPFS, os.W_OK | os.X_OK) else None
+
+
+# A step's directories are named for the process that made them, so that what a killed process left
+# behind can be told from what a live one (another replica on this machine) is using.
+_OURS = "innominatus-"
+_STEP_DIR = re.compile(rf"{_OURS}(?:policy|work)-(\d+)-")
+
+
+def sweep_stale_dirs(roots: Collection[str] | None = None) -> int:
+    """Remove step directories whose process is gone (a server or step host killed mid-step); how many.
+    Only our user's, only directories (never through a link), never a live process's."""
+    if roots is None:
+        roots = {tempfile.gettempdir(), _own_files_root() or tempfile.gettempdir()}
+    removed = 0
+    for root in roots:
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _STEP_DIR.match(entry.name)
+            try:
+                if not match or not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(match[1])):
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
 def _write_new(path: Path, data: bytes) -> None:
