@@ -228,3 +228,56 @@ def test_the_host_ends_when_its_input_closes() -> None:
         [sys.executable, "-m", "innominatus.workflows.host"], input=b"", capture_output=True, timeout=30
     )
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, b"", b"")
+
+
+# A stand-in host: it reads one step, starts a process group for it (as the real host does) and says
+# so, then answers with what the protocol does not allow, and stays (the server must end it).
+_WRONG_HOST = r"""
+import json, os, subprocess, sys, time
+requests = sys.stdin.buffer
+size = int.from_bytes(requests.read(4), "big")
+step = json.loads(requests.read(size))["run"]
+child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+open(sys.argv[2], "w").write(str(child.pid))
+
+def send(data):
+    sys.stdout.buffer.write(len(data).to_bytes(4, "big") + data)
+    sys.stdout.buffer.flush()
+
+send(json.dumps({"id": step, "group": child.pid}).encode())
+wrong = {
+    "not json": b"{oops",
+    "no id": json.dumps({"result": [True, "", {}, None]}).encode(),
+    "a result of the wrong shape": json.dumps({"id": step, "result": [True]}).encode(),
+}.get(sys.argv[1])
+if wrong is None:  # a frame longer than any the server accepts
+    sys.stdout.buffer.write((2**31).to_bytes(4, "big"))
+    sys.stdout.buffer.flush()
+else:
+    send(wrong)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.parametrize("wrong", ["not json", "no id", "a result of the wrong shape", "too large"])
+async def test_a_host_that_breaks_the_protocol_is_ended_and_its_steps_fail(
+    wrong: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    program, child_file = tmp_path / "wrong_host.py", tmp_path / "child"
+    program.write_text(_WRONG_HOST)
+    wrong_host = StepHost(command=(sys.executable, str(program), wrong, str(child_file)))
+    try:
+        result = await asyncio.wait_for(wrong_host.run_policy("true", timeout=10), 10)
+        pid = wrong_host.pid
+    finally:
+        await wrong_host.close()
+    assert not result.succeeded
+    assert result.error is not None
+    assert result.error.startswith("the step host process ended (exit code -9) while the step ran")
+    assert pid is None  # the host it started is gone
+    child = int(child_file.read_text())
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert process_gone(child)  # the group the host announced was killed
+    assert "the step host sent what it should not" in caplog.text

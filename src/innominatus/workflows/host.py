@@ -33,7 +33,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +91,8 @@ class StepHost:
     """The server's end: starts the host when a step first needs it (and again after it died), sends
     steps, and hands each its lines and result."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: Sequence[str] = (sys.executable, "-m", "innominatus.workflows.host")) -> None:
+        self._command = tuple(command)  # (tests start stand-ins that speak the protocol wrongly)
         self._process: asyncio.subprocess.Process | None = None
         self._reading: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
@@ -155,9 +156,7 @@ class StepHost:
                 or self._reading.done()
             ):
                 self._process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "innominatus.workflows.host",
+                    *self._command,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     limit=_MAX_FRAME,
@@ -189,18 +188,21 @@ class StepHost:
 
     async def _lost(self, process: asyncio.subprocess.Process, cause: Exception) -> None:
         """The host ended (or spoke nonsense): what it ran is killed, and those steps fail."""
+        running = [s for s in self._steps.values() if s.process is process and not s.done.done()]
+        # Its steps' groups first: a process of theirs that holds the host's pipes open would otherwise
+        # keep asyncio waiting for the host's end for as long as it lives.
+        for step in running:
+            if step.group is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(step.group, signal.SIGKILL)
         # Output that ended means the host is ending: wait for it rather than kill it, since killing would
         # reap it first (Popen polls before it signals) and asyncio would report exit code 255.
         code = await _ended(process, within=0 if isinstance(cause, ValueError) else _STOP_WAIT)
-        running = [s for s in self._steps.values() if s.process is process and not s.done.done()]
         if running and not self._closed:
             log.error(
                 "the step host ended (exit code %s) with %d steps running: %s", code, len(running), cause
             )
         for step in running:
-            if step.group is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(step.group, signal.SIGKILL)
             step.done.set_exception(
                 HostLost(
                     f"the step host process ended (exit code {code}) while the step ran; "
