@@ -21,7 +21,7 @@ from innominatus.workflows.host import StepHost
 from innominatus.workflows.policy import StepResult, run_policy
 from tests.conftest import ProviderFactory, workflow_yaml
 from tests.integration.helpers import resources, running_engine, settle
-from tests.unit.test_policy import child_pid, process_gone
+from tests.unit.test_policy import _WHERE, _dirs, child_pid, process_gone
 
 SCRIPTS = {
     "json outputs": 'echo starting\necho \'{"host": "db", "port": 5432}\'\necho >&2 "a warning"',
@@ -153,10 +153,9 @@ async def test_a_new_host_removes_the_directories_a_killed_one_left(host: StepHo
         if line.startswith("own="):
             started.set()
 
-    script = 'echo "cwd=$PWD"\necho "own=$INNOMINATUS_OUTPUT"\nsleep 1000\n'
-    task = asyncio.create_task(host.run_policy(script, timeout=60, on_log_line=on_line))
+    task = asyncio.create_task(host.run_policy(_WHERE + "sleep 1000\n", timeout=60, on_log_line=on_line))
     await asyncio.wait_for(started.wait(), 10)
-    left = [Path(lines[0].removeprefix("cwd=")), Path(lines[1].removeprefix("own=")).parent]
+    left = list(_dirs("\n".join(lines)))
     os.kill(host.pid or 0, signal.SIGKILL)
     await asyncio.wait_for(task, 10)
     assert all(d.is_dir() for d in left)  # nothing removed them: the process that would have is gone

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 import tempfile
 import time
 import warnings
@@ -198,16 +200,12 @@ async def test_the_directories_of_many_steps_at_once_all_go() -> None:
 
 
 def _dead_pid() -> int:
-    import subprocess
-
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
 
 
 def test_the_sweep_removes_only_directories_of_processes_that_are_gone(tmp_path: Path) -> None:
-    import os
-
     dead, alive = _dead_pid(), os.getpid()
     stale = [tmp_path / f"innominatus-policy-{dead}-abc", tmp_path / f"innominatus-work-{dead}-def"]
     for directory in stale:
@@ -235,8 +233,6 @@ def test_the_sweep_removes_only_directories_of_processes_that_are_gone(tmp_path:
 
 
 async def test_step_directories_are_named_for_their_process() -> None:
-    import os
-
     result = await run_policy(_WHERE)
     workdir, own = _dirs(result.logs)
     assert workdir.name.startswith(f"innominatus-work-{os.getpid()}-")

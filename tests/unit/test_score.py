@@ -482,16 +482,16 @@ _BY_REFERENCE = [
 ]
 
 
+def _through_reference(part: dict) -> dict:
+    base = {"apiVersion": "score.dev/v1b1", "metadata": {"name": "app"}, "containers": {"main": _CONTAINER}}
+    return {**base, **part}
+
+
 @pytest.mark.parametrize("part", _BY_REFERENCE, ids=lambda part: json.dumps(part)[:60])
 def test_the_inlined_schema_finds_what_the_referenced_one_finds(part: dict) -> None:
     from innominatus import score
 
-    document = {
-        "apiVersion": "score.dev/v1b1",
-        "metadata": {"name": "app"},
-        "containers": {"main": _CONTAINER},
-    }
-    document.update(part)
+    document = _through_reference(part)
     written = score._ExactValidator(score._referenced_schema())
     inlined = score._validator()
 
@@ -511,12 +511,7 @@ def test_parts_the_schema_refuses_are_among_the_cases() -> None:
 
     failing = 0
     for part in _BY_REFERENCE:
-        document = {
-            "apiVersion": "score.dev/v1b1",
-            "metadata": {"name": "app"},
-            "containers": {"main": _CONTAINER},
-        }
-        document.update(part)
+        document = _through_reference(part)
         failing += any(True for _ in score._validator().iter_errors(document))
     assert failing >= 10
 
