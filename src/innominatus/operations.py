@@ -4,6 +4,7 @@ execution rows they create. Refusals raise OperationError and change nothing."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 from sqlalchemy import bindparam, select
@@ -49,6 +50,37 @@ async def lock_application(session: AsyncSession, name: str) -> Application | No
 
 # Built once. SQLAlchemy drops FOR UPDATE on SQLite, whose writer holds the whole file's lock anyway.
 _LOCK_APPLICATION = select(Application).where(Application.name == bindparam("p_name")).with_for_update()
+_APPLICATION_EXISTS = select(Application.id).where(Application.name == bindparam("p_name"))
+_KNOWN_KEPT = 10_000
+
+
+async def application_to_change(session: AsyncSession, name: str) -> Application | None:
+    """As `lock_application`, for a change that may create the application. On PostgreSQL, a name not
+    known here to exist is first looked up without beginning the transaction: when there is no such
+    application, the submission's writes are all of its transaction and go out as one statement, with
+    no BEGIN or COMMIT (db/writes.py), and nothing is locked, for nothing exists yet: a racing first
+    submission of the same name makes one of the two inserts fail on the unique name, and that one goes
+    again as a change. Names found are remembered (per database, bounded), so that changes to existing
+    applications, the usual case, take the lock at once."""
+    known = _known_names(session)
+    if known is not None and name not in known:
+        if not await direct.peek(session, _APPLICATION_EXISTS, {"p_name": name}):
+            return None
+        if len(known) >= _KNOWN_KEPT:
+            known.clear()
+        known.add(name)
+    return await lock_application(session, name)
+
+
+_known: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _known_names(session: AsyncSession) -> set[str] | None:
+    """PostgreSQL: the application names this process has seen exist in the session's database."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    return _known.setdefault(bind.engine, set())
 
 
 async def application_resources(

@@ -17,8 +17,8 @@ from innominatus.auth import Principal
 from innominatus.db.models import Application, ApplicationRevision, Resource, new_id, utcnow
 from innominatus.operations import (
     application_resources,
+    application_to_change,
     live_resources,
-    lock_application,
     start_delete,
     start_update,
 )
@@ -104,7 +104,7 @@ async def _apply(
     session: AsyncSession, catalog: Catalog, spec: ScoreSpec, spec_text: str, caller: Principal | None
 ) -> SubmitResult:
     now = utcnow()
-    app = await lock_application(session, spec.name)
+    app = await application_to_change(session, spec.name)
     if app is not None and caller is not None and not caller.can_see(app.team):
         raise Forbidden(f"application '{spec.name}' belongs to another team")
     if app is not None and app.delete_requested_at is not None and app.deleted_at is None:

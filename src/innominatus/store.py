@@ -125,7 +125,7 @@ class Store:
                         numbered = bool(written) and self.sequencer.in_transaction
                         if numbered:
                             await self.sequencer.number(session, written)
-                        await write_pending(session)  # without the ORM's flush (db/writes.py)
+                        await write_pending(session, last=True)  # without the ORM's flush (db/writes.py)
                         if numbered:
                             released = await self.sequencer.release(session, written)
                     committed = True

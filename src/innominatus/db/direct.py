@@ -171,10 +171,32 @@ async def _on_driver(
         cursor.close()
 
 
-async def driver_rows(session: AsyncSession, sql: str, arguments: Sequence[Any]) -> list[Any]:
+async def driver_rows(
+    session: AsyncSession, sql: str, arguments: Sequence[Any], *, alone: bool = False
+) -> list[Any]:
     """PostgreSQL: already compiled SQL with its processed arguments, in the session's transaction; the
-    driver's own records (db/writes.py)."""
-    return await _fetch(await _asyncpg_of(session), sql, arguments)
+    driver's own records (db/writes.py). `alone`: when the transaction has not begun, the statement is
+    all of it, and runs as a transaction of its own (no BEGIN or COMMIT round trip)."""
+    adaption = await _adaption_of(session) if alone else await _asyncpg_of(session)
+    return await _fetch(adaption, sql, arguments)
+
+
+async def began(session: AsyncSession) -> bool:
+    """PostgreSQL: whether the session's transaction has sent its BEGIN (a statement has run in it)."""
+    return (await _adaption_of(session))._transaction is not None
+
+
+async def peek(session: AsyncSession, statement: Executable, parameters: dict[str, Any]) -> list[Any]:
+    """PostgreSQL: a Core read on the session's connection that does not begin its transaction (it sees
+    what is committed, as a statement of its own); elsewhere as `rows`. For a transaction that may turn
+    out to need nothing but its writes (db/writes.py sends those alone)."""
+    if session.get_bind().dialect.name != "postgresql" or await began(session):
+        return await rows(session, statement, parameters)
+    built = compiled(statement, lambda: statement, session.get_bind().dialect)
+    return [
+        built.row(record)
+        for record in await _fetch(await _adaption_of(session), built.sql, built.arguments(parameters))
+    ]
 
 
 async def autocommit_rows(

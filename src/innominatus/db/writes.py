@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, object_mapper
 from sqlalchemy.orm.exc import StaleDataError
 
-from innominatus.db.direct import Compiled, compiled, driver_rows, sqlite_connection
+from innominatus.db.direct import Compiled, began, compiled, driver_rows, sqlite_connection
 from innominatus.db.models import Base
 
 # The columns that tell apart the rows one statement inserts into a table whose key the database makes:
@@ -72,8 +72,9 @@ class _New:
         self.obj, self.row = obj, row
 
 
-async def write_pending(session: AsyncSession) -> None:
-    """Write the session's pending objects and changed columns now (module docstring)."""
+async def write_pending(session: AsyncSession, *, last: bool = False) -> None:
+    """Write the session's pending objects and changed columns now (module docstring). `last`: the
+    transaction commits right after, with no statement of its own in between."""
     dialect = session.get_bind().dialect
     if dialect.name == "sqlite":
         await _write_inline(session)
@@ -100,7 +101,15 @@ async def write_pending(session: AsyncSession) -> None:
     for u, change in enumerate(changes):
         values[f"u{u}__key"] = change.key
         values.update({f"u{u}_{key}": value for key, value in change.values.items()})
-    returned = await driver_rows(session, compiled.sql, compiled.arguments(values))
+    # The last of the transaction's statements, all of its writes, and nothing read before them: the
+    # statement is the transaction (no BEGIN or COMMIT round trip).
+    alone = (
+        last
+        and rows == len(session.new) + len(session.dirty)
+        and not session.deleted
+        and not await began(session)
+    )
+    returned = await driver_rows(session, compiled.sql, compiled.arguments(values), alone=alone)
     _assign(groups, returned)
     _check_found(changes, returned)
     _as_flushed(session, [new.obj for _, news in groups for new in news] + [c.obj for c in changes])
