@@ -48,7 +48,7 @@ class Engine:
         store: Store,
         catalog: Catalog,
         *,
-        concurrency: int = 16,
+        concurrency: int = 64,
         sweep_interval: float = 30.0,
         lease_seconds: float = 15.0,
         metrics: Metrics | None = None,
