@@ -7,7 +7,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import lifecycle
@@ -50,34 +50,38 @@ async def lock_application(session: AsyncSession, name: str) -> Application | No
 
 # Built once. SQLAlchemy drops FOR UPDATE on SQLite, whose writer holds the whole file's lock anyway.
 _LOCK_APPLICATION = select(Application).where(Application.name == bindparam("p_name")).with_for_update()
-_APPLICATION_EXISTS = select(Application.id).where(Application.name == bindparam("p_name"))
 _KNOWN_KEPT = 10_000
 
 
 async def application_to_change(session: AsyncSession, name: str) -> Application | None:
-    """As `lock_application`, for a change that may create the application. On PostgreSQL, a name not
-    known here to exist is first looked up without beginning the transaction: when there is no such
-    application, the submission's writes are all of its transaction and go out as one statement, with
-    no BEGIN or COMMIT (db/writes.py), and nothing is locked, for nothing exists yet: a racing first
-    submission of the same name makes one of the two inserts fail on the unique name, and that one goes
-    again as a change. Names found are remembered (per database, bounded), so that changes to existing
-    applications, the usual case, take the lock at once."""
-    known = _known_names(session)
+    """As `lock_application`, for a change that may create the application. On PostgreSQL, a name this
+    process has not seen stored is taken for a new application, without a look-up: its submission's
+    writes are then all of its transaction and go out as one statement, with no BEGIN or COMMIT
+    (db/writes.py). If the application exists after all (stored by another replica, or before a
+    restart), the statement's insert of it fails on the unique name and writes nothing, and the
+    submission goes again as a change (`remember_application` first), as when two first submissions
+    race. Applications known here, the usual case, are locked at once."""
+    known = _known_names(session.get_bind())
     if known is not None and name not in known:
-        if not await direct.peek(session, _APPLICATION_EXISTS, {"p_name": name}):
-            return None
-        if len(known) >= _KNOWN_KEPT:
-            known.clear()
-        known.add(name)
+        return None
     return await lock_application(session, name)
 
 
-_known: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+def remember_application(bind: Engine, name: str) -> None:
+    """The application `name` is stored in `bind`'s database (after its first submission committed, or
+    when an insert of it failed): changes to it lock it first."""
+    known = _known_names(bind)
+    if known is not None:
+        if len(known) >= _KNOWN_KEPT:
+            known.clear()  # a backstop: a name forgotten costs one failed insert, nothing else
+        known.add(name)
 
 
-def _known_names(session: AsyncSession) -> set[str] | None:
-    """PostgreSQL: the application names this process has seen exist in the session's database."""
-    bind = session.get_bind()
+_known: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _known_names(bind: Engine | Connection) -> set[str] | None:
+    """PostgreSQL: the application names this process has seen stored in the database."""
     if bind.dialect.name != "postgresql":
         return None
     return _known.setdefault(bind.engine, set())

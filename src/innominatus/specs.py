@@ -19,6 +19,7 @@ from innominatus.operations import (
     application_resources,
     application_to_change,
     live_resources,
+    remember_application,
     start_delete,
     start_update,
 )
@@ -92,9 +93,12 @@ async def submit(
                 result = await _apply(session, catalog, spec, spec_text, caller)
                 if engine is not None:
                     await engine.claim_created(session, result.created)
+            remember_application(store.engine.sync_engine, spec.name)
             return result
         except IntegrityError:
-            # A concurrent first submission of the same app won the insert; go again, now as an update.
+            # The application was stored meanwhile (a concurrent first submission won the insert) or
+            # before, unknown here (operations.application_to_change); go again, now as a change.
+            remember_application(store.engine.sync_engine, spec.name)
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")

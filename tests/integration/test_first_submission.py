@@ -1,5 +1,7 @@
-"""A first submission on PostgreSQL: the application's look-up begins no transaction, and the writes go out
-as one statement that is the whole transaction. Changes to an existing application still lock it first."""
+"""A first submission on PostgreSQL: its writes go out as one statement that is the whole transaction (no
+look-up, BEGIN or COMMIT). An application stored without this process knowing (by another replica, before
+a restart) makes that statement fail on its unique name, with nothing written, and the submission goes
+again as a change, under the application's lock."""
 
 from __future__ import annotations
 
@@ -40,11 +42,10 @@ async def test_a_first_submission_is_one_statement(pg_store: Store, catalog: Cat
         result = await specs.submit(pg_store, catalog, spec("first", "db"))
     assert result.changed and result.application.revision == 1
     assert begun == []
-    # the look-up, the writes, then (after the commit) the numbering of its event
-    assert len(statements) == 3, statements
-    assert statements[0].startswith("SELECT applications.id") and "FOR UPDATE" not in statements[0]
-    assert statements[1].startswith("WITH new_0 AS")
-    assert "innominatus_number_events" in statements[2]
+    # the writes, then (after the commit) the numbering of its event
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("WITH new_0 AS")
+    assert "innominatus_number_events" in statements[1]
     async with pg_store.session() as session:
         assert await session.scalar(select(Resource.state).where(Resource.application_name == "first")) == (
             "REQUESTED"
@@ -61,9 +62,10 @@ async def test_an_application_stored_elsewhere_is_changed_under_its_lock(
         with counting(other, begun) as statements:
             second = await specs.submit(other, catalog, spec("shared", "db", "cache"))
         assert (second.changed, second.application.revision) == (True, 2)
-        assert len(begun) == 1
-        assert statements[0].startswith("SELECT applications.id") and "FOR UPDATE" not in statements[0]
+        # the first try's writes (refused: the name is taken), then the change under the lock
+        assert statements[0].startswith("WITH new_0 AS")
         assert "FOR UPDATE" in statements[1]
+        assert len(begun) == 1
         # Now known to `other`: the next change takes the lock at once.
         with counting(other, begun) as statements:
             third = await specs.submit(other, catalog, spec("shared", "cache"))
@@ -72,6 +74,11 @@ async def test_an_application_stored_elsewhere_is_changed_under_its_lock(
     finally:
         await other.close()
     async with pg_store.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Application)) == 1
+        revisions = await session.scalars(
+            select(ApplicationRevision.revision).join(Application).where(Application.name == "shared")
+        )
+        assert sorted(revisions) == [1, 2, 3]  # the refused first try left nothing
         names = await session.scalars(
             select(Resource.name).where(Resource.application_name == "shared", Resource.state != "DELETED")
         )

@@ -19,12 +19,12 @@ from tests.integration.test_query_counts import counting
 # statement and the run's finish took its last step's result along). One fewer on both since an ACTIVE
 # wakes a claim pass only when it released something (migration 0008). PostgreSQL 7 since a create's finish
 # is one statement outside a transaction (its lock, the step's result, the run, the state and the event; it
-# was three statements and BEGIN/COMMIT).
-PER_RESOURCE = {"sqlite": 15, "postgresql": 7}
+# was three statements and BEGIN/COMMIT). PostgreSQL 6 since a first submission is its writes alone (no
+# locking read of the application it creates).
+PER_RESOURCE = {"sqlite": 14, "postgresql": 6}
 # Transactions (BEGIN … COMMIT) per resource: on SQLite the submission's and the finish's. On PostgreSQL
 # none: a create's finish is one statement of its own, and so is the first submission of an application
-# (a look-up that begins nothing, then its writes as one statement; it was BEGIN, a locking read, the
-# writes and COMMIT).
+# (it was BEGIN, a locking read, the writes and COMMIT).
 TRANSACTIONS = {"sqlite": 2, "postgresql": 0}
 
 

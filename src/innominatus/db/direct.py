@@ -186,19 +186,6 @@ async def began(session: AsyncSession) -> bool:
     return (await _adaption_of(session))._transaction is not None
 
 
-async def peek(session: AsyncSession, statement: Executable, parameters: dict[str, Any]) -> list[Any]:
-    """PostgreSQL: a Core read on the session's connection that does not begin its transaction (it sees
-    what is committed, as a statement of its own); elsewhere as `rows`. For a transaction that may turn
-    out to need nothing but its writes (db/writes.py sends those alone)."""
-    if session.get_bind().dialect.name != "postgresql" or await began(session):
-        return await rows(session, statement, parameters)
-    built = compiled(statement, lambda: statement, session.get_bind().dialect)
-    return [
-        built.row(record)
-        for record in await _fetch(await _adaption_of(session), built.sql, built.arguments(parameters))
-    ]
-
-
 async def autocommit_rows(
     engine: AsyncEngine, statement: Executable, parameters: dict[str, Any]
 ) -> list[Any]:
