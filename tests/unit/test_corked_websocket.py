@@ -1,0 +1,131 @@
+"""The corked transport under the server's websockets: a loop turn's writes leave in one write, bytes and
+order unchanged, nothing held past the turn, and closing sends what is pending first. Real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+
+from innominatus import cli
+from innominatus.api.corked_websocket import CorkedTransport, CorkedWebSocketProtocol
+
+
+class _Counted:
+    """asyncio's own transport, with its write calls counted."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _pair() -> tuple[_Counted, socket.socket]:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, ours)
+    return _Counted(transport), theirs
+
+
+async def _read(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < size:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
+    counted, peer = await _pair()
+    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    for frame in (b"one ", b"two ", bytearray(b"three ")):
+        corked.write(frame)
+    assert counted.writes == []  # not before the turn ends
+    await asyncio.sleep(0)
+    assert counted.writes == [b"one two three "]
+    corked.write(b"four")
+    await asyncio.sleep(0)
+    assert counted.writes == [b"one two three ", b"four"]  # a later turn: a write of its own
+    assert await _read(peer, 18) == b"one two three four"
+    corked.close()
+    peer.close()
+
+
+async def test_closing_sends_what_is_pending_first() -> None:
+    counted, peer = await _pair()
+    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write(b"last frame")
+    corked.close()
+    assert counted.is_closing()
+    assert await _read(peer, 100) == b"last frame"  # then the end of the stream
+    peer.close()
+
+
+async def test_an_aborted_connection_drops_what_is_pending() -> None:
+    counted, peer = await _pair()
+    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write(b"never sent")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert counted.writes == []
+    assert await _read(peer, 100) == b""
+    peer.close()
+
+
+async def test_empty_writes_schedule_nothing() -> None:
+    counted, peer = await _pair()
+    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write(b"")
+    await asyncio.sleep(0)
+    assert counted.writes == []
+    assert corked.get_extra_info("socket") is not None  # the rest is the transport's own
+    corked.close()
+    peer.close()
+
+
+async def test_uvicorn_serves_a_websocket_through_it() -> None:
+    """The protocol the server is started with, under uvicorn: handshake, frames both ways, close."""
+    received: list[str] = []
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        received.append(message["text"])
+        for i in range(3):  # one turn: one write
+            await send({"type": "websocket.send", "text": f"{message['text']} {i}"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    config = uvicorn.Config(echo, host="127.0.0.1", port=0, ws=cli.WEBSOCKET_PROTOCOL, log_level="warning")
+    config.load()
+    assert config.ws_protocol_class is CorkedWebSocketProtocol
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with websockets.connect(f"ws://127.0.0.1:{port}") as client:
+            await client.send("hello")
+            answers = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await asyncio.wait_for(client.recv(), 5)
+        assert answers == ["hello 0", "hello 1", "hello 2"]
+        assert received == ["hello"]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
