@@ -18,8 +18,9 @@ from innominatus.config import Settings
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 LOG_LEVEL = "INNOMINATUS_LOG_LEVEL"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# uvicorn's sans-I/O websocket protocol, its frames of one loop turn written together (api/corked_websocket.py)
-WEBSOCKET_PROTOCOL = "innominatus.api.corked_websocket:CorkedWebSocketProtocol"
+# uvicorn's httptools and sans-I/O websocket protocols, a loop turn's writes written together (api/corked.py)
+HTTP_PROTOCOL = "innominatus.api.corked:CorkedHttpProtocol"
+WEBSOCKET_PROTOCOL = "innominatus.api.corked:CorkedWebSocketProtocol"
 
 
 class UsageError(Exception):
@@ -68,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        http=HTTP_PROTOCOL,
         ws=WEBSOCKET_PROTOCOL,
         ws_max_size=MAX_BODY_BYTES,  # a websocket message obeys the HTTP body limit (else closed, 1009)
         # The stock asyncio loop: every workflow step spawns bash, and uvloop's spawn measured slower

@@ -1,5 +1,6 @@
-"""The corked transport under the server's websockets: a loop turn's writes leave in one write, bytes and
-order unchanged, nothing held past the turn, and closing sends what is pending first. Real sockets."""
+"""The corked transport under the server's HTTP and websocket connections: a loop turn's writes leave in
+one write, bytes and order unchanged, nothing held past the turn, and closing sends what is pending
+first. Real sockets, and uvicorn serving through the protocols the server is started with."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import asyncio
 import socket
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 import websockets
 
 from innominatus import cli
-from innominatus.api.corked_websocket import CorkedTransport, CorkedWebSocketProtocol
+from innominatus.api.corked import CorkedHttpProtocol, CorkedTransport, CorkedWebSocketProtocol
 
 
 class _Counted:
@@ -96,22 +98,44 @@ async def test_empty_writes_schedule_nothing() -> None:
     peer.close()
 
 
-async def test_uvicorn_serves_a_websocket_through_it() -> None:
-    """The protocol the server is started with, under uvicorn: handshake, frames both ways, close."""
-    received: list[str] = []
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        return
+    if scope["type"] == "http":
+        await receive()
+        if scope["path"] == "/stream":  # a body in parts, its length not given: chunked
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for part in (b"a", b"b", b"c"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = f"path {scope['path']}".encode()
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    for i in range(3):  # one turn: one write
+        await send({"type": "websocket.send", "text": f"{message['text']} {i}"})
+    await send({"type": "websocket.close", "code": 1000})
 
-    async def echo(scope: Any, receive: Any, send: Any) -> None:
-        assert scope["type"] == "websocket"
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
-        message = await receive()
-        received.append(message["text"])
-        for i in range(3):  # one turn: one write
-            await send({"type": "websocket.send", "text": f"{message['text']} {i}"})
-        await send({"type": "websocket.close", "code": 1000})
 
-    config = uvicorn.Config(echo, host="127.0.0.1", port=0, ws=cli.WEBSOCKET_PROTOCOL, log_level="warning")
+async def test_uvicorn_serves_http_and_websockets_through_them() -> None:
+    """The protocols the server is started with, under uvicorn: keep-alive requests, a chunked body, a
+    closing connection, and a websocket upgraded from an HTTP connection (handshake, frames, close)."""
+    config = uvicorn.Config(
+        _app,
+        host="127.0.0.1",
+        port=0,
+        http=cli.HTTP_PROTOCOL,
+        ws=cli.WEBSOCKET_PROTOCOL,
+        log_level="warning",
+        lifespan="off",
+    )
     config.load()
+    assert config.http_protocol_class is CorkedHttpProtocol
     assert config.ws_protocol_class is CorkedWebSocketProtocol
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -119,13 +143,23 @@ async def test_uvicorn_serves_a_websocket_through_it() -> None:
         while not server.started:
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            first, second = await http.get("/one"), await http.get("/two")  # one connection, kept alive
+            streamed = await http.get("/stream")
+            closing = await http.get("/last", headers={"connection": "close"})
+        assert (first.text, second.text, streamed.text, closing.text) == (
+            "path /one",
+            "path /two",
+            "abc",
+            "path /last",
+        )
+        assert streamed.headers["transfer-encoding"] == "chunked"
         async with websockets.connect(f"ws://127.0.0.1:{port}") as client:
             await client.send("hello")
             answers = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
             with pytest.raises(websockets.ConnectionClosedOK):
                 await asyncio.wait_for(client.recv(), 5)
         assert answers == ["hello 0", "hello 1", "hello 2"]
-        assert received == ["hello"]
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)

@@ -1,12 +1,13 @@
-"""The websocket protocol the server speaks: uvicorn's sans-I/O one, except that the frames a connection
-writes in one turn of the event loop leave in one write, at the end of that turn.
+"""The protocols the server speaks: uvicorn's httptools HTTP and sans-I/O websocket ones, except that what
+a connection writes in one turn of the event loop leaves in one write, at the end of that turn.
 
-Why: events are published in batches (one numbering pass gives positions to every event committed
-meanwhile, events/sequencer.py), and a subscription sends each of its batch's events as a frame of its
-own, one after another with no wait between. Each write is a system call that wakes the client's side
-on the other core, which on the 2-core benchmark machine cost about as much as preparing the event.
-Written together, a batch costs one. Nothing is held back past the turn that wrote it, and the bytes
-and their order are the same.
+Why: each write is a system call that wakes the client's side on the other core, which on the 2-core
+benchmark machine cost about as much as preparing a small answer.
+- Events are published in batches (one numbering pass gives positions to every event committed
+  meanwhile, events/sequencer.py), and a subscription sends each of its batch's events as a frame of
+  its own, one after another with no wait between: written together, a batch costs one write.
+- uvicorn writes an HTTP response's head and its body apart: together, one write.
+Nothing is held back past the turn that wrote it, and the bytes and their order are the same.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 from asyncio import BaseTransport, Transport
 from typing import Any, cast
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
@@ -57,7 +59,17 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
+def _corked(transport: BaseTransport) -> Transport:
+    if isinstance(transport, CorkedTransport):  # an HTTP connection upgraded to a websocket
+        return cast(Transport, transport)
+    return cast(Transport, CorkedTransport(cast(Transport, transport), asyncio.get_running_loop()))
+
+
+class CorkedHttpProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(_corked(transport))
+
+
 class CorkedWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_made(self, transport: BaseTransport) -> None:
-        corked = CorkedTransport(cast(Transport, transport), asyncio.get_running_loop())
-        super().connection_made(cast(Transport, corked))
+        super().connection_made(_corked(transport))
