@@ -32,11 +32,14 @@ class _Counted:
         return getattr(self.transport, name)
 
 
-async def _pair() -> tuple[_Counted, socket.socket]:
+async def _pair() -> tuple[_Counted, CorkedTransport, socket.socket]:
+    """asyncio's transport of one end of a socket pair (its writes counted), corked, and the other end."""
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
-    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, ours)
-    return _Counted(transport), theirs
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    counted = _Counted(transport)
+    return counted, CorkedTransport(counted, loop), theirs  # type: ignore[arg-type]
 
 
 async def _read(sock: socket.socket, size: int) -> bytes:
@@ -51,8 +54,7 @@ async def _read(sock: socket.socket, size: int) -> bytes:
 
 
 async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
-    counted, peer = await _pair()
-    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    counted, corked, peer = await _pair()
     for frame in (b"one ", b"two ", bytearray(b"three ")):
         corked.write(frame)
     assert counted.writes == []  # not before the turn ends
@@ -67,8 +69,7 @@ async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
 
 
 async def test_closing_sends_what_is_pending_first() -> None:
-    counted, peer = await _pair()
-    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    counted, corked, peer = await _pair()
     corked.write(b"last frame")
     corked.close()
     assert counted.is_closing()
@@ -77,8 +78,7 @@ async def test_closing_sends_what_is_pending_first() -> None:
 
 
 async def test_an_aborted_connection_drops_what_is_pending() -> None:
-    counted, peer = await _pair()
-    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    counted, corked, peer = await _pair()
     corked.write(b"never sent")
     corked.abort()
     await asyncio.sleep(0)
@@ -88,8 +88,7 @@ async def test_an_aborted_connection_drops_what_is_pending() -> None:
 
 
 async def test_empty_writes_schedule_nothing() -> None:
-    counted, peer = await _pair()
-    corked = CorkedTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+    counted, corked, peer = await _pair()
     corked.write(b"")
     await asyncio.sleep(0)
     assert counted.writes == []
