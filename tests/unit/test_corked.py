@@ -68,6 +68,17 @@ async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
     peer.close()
 
 
+async def test_writelines_and_the_end_of_the_stream_keep_the_order() -> None:
+    counted, corked, peer = await _pair()
+    corked.write(b"head ")
+    corked.writelines([b"a ", b"b "])
+    corked.write_eof()  # what is pending goes first
+    assert counted.writes == [b"head a b "]
+    assert await _read(peer, 100) == b"head a b "
+    corked.close()
+    peer.close()
+
+
 async def test_closing_sends_what_is_pending_first() -> None:
     counted, corked, peer = await _pair()
     corked.write(b"last frame")

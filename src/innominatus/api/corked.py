@@ -22,8 +22,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 class CorkedTransport:
     """A transport whose writes in one loop turn are joined and written once, at the turn's end. Closing
-    writes what is pending first (a close frame is the last thing written); everything else is the
-    transport's own."""
+    (or ending the stream) writes what is pending first: a close frame is the last thing written.
+    Everything else is the transport's own."""
 
     __slots__ = ("_loop", "_pending", "_transport")
 
@@ -39,6 +39,10 @@ class CorkedTransport:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
+    def writelines(self, data: Any) -> None:
+        for chunk in data:
+            self.write(chunk)
+
     def flush(self) -> None:
         if not self._pending:
             return
@@ -50,6 +54,10 @@ class CorkedTransport:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         self._pending.clear()

@@ -175,8 +175,8 @@ async def driver_rows(
     session: AsyncSession, sql: str, arguments: Sequence[Any], *, alone: bool = False
 ) -> list[Any]:
     """PostgreSQL: already compiled SQL with its processed arguments, in the session's transaction; the
-    driver's own records (db/writes.py). `alone`: when the transaction has not begun, the statement is
-    all of it, and runs as a transaction of its own (no BEGIN or COMMIT round trip)."""
+    driver's own records (db/writes.py). `alone`: the statement is all of the transaction, which has not
+    begun (`began`): it runs as a transaction of its own, with no BEGIN or COMMIT round trip."""
     adaption = await _adaption_of(session) if alone else await _asyncpg_of(session)
     return await _fetch(adaption, sql, arguments)
 
