@@ -79,6 +79,20 @@ async def test_writelines_and_the_end_of_the_stream_keep_the_order() -> None:
     peer.close()
 
 
+async def test_a_held_write_goes_out_with_the_next() -> None:
+    counted, _, peer = await _pair()
+    http = CorkedTransport(counted, asyncio.get_running_loop(), hold=1)  # type: ignore[arg-type]
+    http.write(b"head ")
+    assert counted.writes == []
+    http.write(b"body")  # ends the answer: no waiting for the turn's end
+    assert counted.writes == [b"head body"]
+    await asyncio.sleep(0)
+    assert counted.writes == [b"head body"]
+    assert await _read(peer, 9) == b"head body"
+    http.close()
+    peer.close()
+
+
 async def test_closing_sends_what_is_pending_first() -> None:
     counted, corked, peer = await _pair()
     corked.write(b"last frame")

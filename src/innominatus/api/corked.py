@@ -6,7 +6,9 @@ benchmark machine cost about as much as preparing a small answer.
 - Events are published in batches (one numbering pass gives positions to every event committed
   meanwhile, events/sequencer.py), and a subscription sends each of its batch's events as a frame of
   its own, one after another with no wait between: written together, a batch costs one write.
-- uvicorn writes an HTTP response's head and its body apart: together, one write.
+- uvicorn writes an HTTP response's head and its body apart: together, one write. An HTTP connection
+  holds one write at most, so that the body, which ends the response, sends both at once: an answer
+  never waits for the turn to end (its client may be waiting for nothing else).
 Nothing is held back past the turn that wrote it, and the bytes and their order are the same.
 """
 
@@ -21,16 +23,23 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 
 class CorkedTransport:
-    """A transport whose writes in one loop turn are joined and written once, at the turn's end. Closing
-    (or ending the stream) writes what is pending first: a close frame is the last thing written.
-    Everything else is the transport's own."""
+    """A transport whose writes in one loop turn are joined and written once, at the turn's end, or
+    as soon as more than `hold` writes wait (None: no limit). Closing (or ending the stream) writes what
+    is pending first: a close frame is the last thing written. Everything else is the transport's own."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_hold", "_loop", "_pending", "_transport")
 
-    def __init__(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: Transport, loop: asyncio.AbstractEventLoop, hold: int | None = None
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._hold = hold
         self._pending: list[bytes] = []
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -38,6 +47,8 @@ class CorkedTransport:
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
+        if self._hold is not None and len(self._pending) > self._hold:
+            self.flush()
 
     def writelines(self, data: Any) -> None:
         for chunk in data:
@@ -67,17 +78,18 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
-def _corked(transport: BaseTransport) -> Transport:
+def _corked(transport: BaseTransport, hold: int | None) -> Transport:
     if isinstance(transport, CorkedTransport):  # an HTTP connection upgraded to a websocket
-        return cast(Transport, transport)
-    return cast(Transport, CorkedTransport(cast(Transport, transport), asyncio.get_running_loop()))
+        transport.flush()
+        transport = transport.transport
+    return cast(Transport, CorkedTransport(cast(Transport, transport), asyncio.get_running_loop(), hold))
 
 
 class CorkedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(_corked(transport))
+        super().connection_made(_corked(transport, hold=1))
 
 
 class CorkedWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_made(self, transport: BaseTransport) -> None:
-        super().connection_made(_corked(transport))
+        super().connection_made(_corked(transport, hold=None))
