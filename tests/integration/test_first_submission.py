@@ -85,9 +85,7 @@ async def test_an_application_stored_elsewhere_is_changed_under_its_lock(
         assert list(names) == ["cache"]  # db never ran: removing it from the spec deleted it at once
 
 
-async def test_a_change_waits_for_the_lock_of_an_application_it_looked_up(
-    pg_store: Store, catalog: Catalog
-) -> None:
+async def test_a_change_to_a_known_application_waits_for_its_lock(pg_store: Store, catalog: Catalog) -> None:
     await specs.submit(pg_store, catalog, spec("held", "db"))
     async with pg_store.engine.connect() as holder:
         await holder.execute(text("SELECT 1 FROM applications WHERE name = 'held' FOR UPDATE"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -32,14 +33,23 @@ class _Counted:
         return getattr(self.transport, name)
 
 
-async def _pair() -> tuple[_Counted, CorkedTransport, socket.socket]:
-    """asyncio's transport of one end of a socket pair (its writes counted), corked, and the other end."""
+_Pair = tuple[_Counted, CorkedTransport, socket.socket]
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[_Pair]:
+    """asyncio's transport of one end of a socket pair (its writes counted), corked, and the other end;
+    both ends closed afterwards."""
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
     counted = _Counted(transport)
-    return counted, CorkedTransport(counted, loop), theirs  # type: ignore[arg-type]
+    try:
+        yield counted, CorkedTransport(counted, loop), theirs  # type: ignore[arg-type]
+    finally:
+        transport.close()
+        theirs.close()
 
 
 async def _read(sock: socket.socket, size: int) -> bytes:
@@ -53,8 +63,8 @@ async def _read(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
-    counted, corked, peer = await _pair()
+async def test_a_turns_writes_leave_in_one_write_in_order(pair: _Pair) -> None:
+    counted, corked, peer = pair
     for frame in (b"one ", b"two ", bytearray(b"three ")):
         corked.write(frame)
     assert counted.writes == []  # not before the turn ends
@@ -64,23 +74,19 @@ async def test_a_turns_writes_leave_in_one_write_in_order() -> None:
     await asyncio.sleep(0)
     assert counted.writes == [b"one two three ", b"four"]  # a later turn: a write of its own
     assert await _read(peer, 18) == b"one two three four"
-    corked.close()
-    peer.close()
 
 
-async def test_writelines_and_the_end_of_the_stream_keep_the_order() -> None:
-    counted, corked, peer = await _pair()
+async def test_writelines_and_the_end_of_the_stream_keep_the_order(pair: _Pair) -> None:
+    counted, corked, peer = pair
     corked.write(b"head ")
     corked.writelines([b"a ", b"b "])
     corked.write_eof()  # what is pending goes first
     assert counted.writes == [b"head a b "]
     assert await _read(peer, 100) == b"head a b "
-    corked.close()
-    peer.close()
 
 
-async def test_a_held_write_goes_out_with_the_next() -> None:
-    counted, _, peer = await _pair()
+async def test_a_held_write_goes_out_with_the_next(pair: _Pair) -> None:
+    counted, _, peer = pair
     http = CorkedTransport(counted, asyncio.get_running_loop(), hold=1)  # type: ignore[arg-type]
     http.write(b"head ")
     assert counted.writes == []
@@ -89,37 +95,31 @@ async def test_a_held_write_goes_out_with_the_next() -> None:
     await asyncio.sleep(0)
     assert counted.writes == [b"head body"]
     assert await _read(peer, 9) == b"head body"
-    http.close()
-    peer.close()
 
 
-async def test_closing_sends_what_is_pending_first() -> None:
-    counted, corked, peer = await _pair()
+async def test_closing_sends_what_is_pending_first(pair: _Pair) -> None:
+    counted, corked, peer = pair
     corked.write(b"last frame")
     corked.close()
     assert counted.is_closing()
     assert await _read(peer, 100) == b"last frame"  # then the end of the stream
-    peer.close()
 
 
-async def test_an_aborted_connection_drops_what_is_pending() -> None:
-    counted, corked, peer = await _pair()
+async def test_an_aborted_connection_drops_what_is_pending(pair: _Pair) -> None:
+    counted, corked, peer = pair
     corked.write(b"never sent")
     corked.abort()
     await asyncio.sleep(0)
     assert counted.writes == []
     assert await _read(peer, 100) == b""
-    peer.close()
 
 
-async def test_empty_writes_schedule_nothing() -> None:
-    counted, corked, peer = await _pair()
+async def test_empty_writes_schedule_nothing(pair: _Pair) -> None:
+    counted, corked, _ = pair
     corked.write(b"")
     await asyncio.sleep(0)
     assert counted.writes == []
     assert corked.get_extra_info("socket") is not None  # the rest is the transport's own
-    corked.close()
-    peer.close()
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
