@@ -237,7 +237,9 @@ class Sequencer:
         """Publish positions (after, upto] from the table, in pages."""
         while after < upto:
             async with self._read_sessions() as session:
-                events = await read_events(session, EventFilter(), after, upto=upto, limit=BATCH)
+                events = await read_events(
+                    session, EventFilter(), after, upto=upto, limit=BATCH, known=self._rows
+                )
             if not events:
                 log.error("events %d..%d are numbered but not readable; skipping them", after + 1, upto)
                 self.hub.overflow_all()

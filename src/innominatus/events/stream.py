@@ -5,7 +5,7 @@ and only then joins the hub, without awaiting in between, so the two parts meet 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
@@ -40,9 +40,16 @@ async def resources_of(session: AsyncSession, ids: Iterable[str]) -> dict[str, R
 
 
 async def read_events(
-    session: AsyncSession, flt: EventFilter, after: int, *, upto: int | None = None, limit: int = REPLAY_BATCH
+    session: AsyncSession,
+    flt: EventFilter,
+    after: int,
+    *,
+    upto: int | None = None,
+    limit: int = REPLAY_BATCH,
+    known: Mapping[int, Resource] | None = None,
 ) -> list[StateEvent]:
-    """Stored events after `after` (and up to `upto`) matching `flt`, oldest first, with their resources."""
+    """Stored events after `after` (and up to `upto`) matching `flt`, oldest first, with their resources.
+    `known`: resource rows the caller holds, by event id (not read again)."""
     query = select(Event).where(Event.sequence > after).order_by(Event.sequence).limit(limit)
     if upto is not None:
         query = query.where(Event.sequence <= upto)
@@ -53,8 +60,9 @@ async def read_events(
     if flt.team is not None:
         query = query.where(Event.team == flt.team)
     rows = (await session.scalars(query)).all()
-    resources = await resources_of(session, (row.resource_id for row in rows))
-    return [StateEvent.from_row(row, resources.get(row.resource_id)) for row in rows]
+    known = known or {}
+    resources = await resources_of(session, (row.resource_id for row in rows if row.id not in known))
+    return [StateEvent.from_row(row, known.get(row.id) or resources.get(row.resource_id)) for row in rows]
 
 
 async def load_events(
