@@ -62,18 +62,19 @@ async def measure_throughput(
     submitted: dict[str, float] = {}  # resource id → perf_counter just before its POST
     submit_errors: list[str] = []
     try:
+        targets = submit_to or [srv]
         async with httpx.AsyncClient(headers=srv.headers, timeout=WARMUP_WAIT_S) as client:
-            for i in range(WARMUP):  # warm-up, and proof that the subscription is live
-                data = await graphql_post(
-                    client, srv.graphql, SUBMIT, {"spec": harness.spec_for(f"{prefix}-w{i}")}
-                )
-                await collector.wait(data["submitSpec"]["resources"][0]["id"], WARMUP_WAIT_S)
+            # Warm-up on every server the clients submit to (a replica's first requests pay its one-time
+            # costs), and proof that the subscription is live and sees each server's work.
+            for t, target in enumerate(targets):
+                for i in range(WARMUP):
+                    spec = harness.spec_for(f"{prefix}-w{t}-{i}")
+                    data = await graphql_post(client, target.graphql, SUBMIT, {"spec": spec})
+                    await collector.wait(data["submitSpec"]["resources"][0]["id"], WARMUP_WAIT_S)
 
         next_index = 0
         t_first = time.perf_counter()
         deadline = t_first + timeout_s
-
-        targets = submit_to or [srv]
 
         async def client_loop(k: int) -> None:
             nonlocal next_index
