@@ -54,7 +54,7 @@ class Store:
         # This process among the replicas sharing the database: its engine's lease owner and the origin
         # of its notifications. Unique per process start (a restarted replica must not own old leases).
         self.replica = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"
-        self.sequencer = Sequencer(engine, self._read_sessions, self.hub, origin=self.replica)
+        self.sequencer = Sequencer(engine, self.rows, self.hub, origin=self.replica)
         self._step_relay = StepRelay(engine, self.replica) if engine.dialect.name == "postgresql" else None
         # SQLite lets one writer in at a time and makes the others sleep and retry (up to 100 ms a
         # nap); queueing this process's writers here hands the lock over at once instead.

@@ -1,5 +1,5 @@
-"""Events another replica numbered (PostgreSQL): this replica publishes them read from the table, in order.
-Its own events among them keep the row its writer holds; only other replicas' resources are read."""
+"""Events another replica numbered (PostgreSQL): this replica publishes them read from the table, in order,
+with their resources in the same statement. Its own events among them keep the row its writer holds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from innominatus.db import database
+from innominatus.db import database, models
 from innominatus.events import EventHub, StateEvent
 from innominatus.states import ResourceState
 from innominatus.store import Store
@@ -89,11 +89,12 @@ async def test_own_events_numbered_by_another_replica_keep_the_writers_row(
         ]
         assert [e.sequence for e in caught_up[1:]] == [e.sequence for e in numbered]
         assert [e.foreign for e in caught_up] == [True, True, False]
-        # one read of the events and one of the other replica's resource: this replica's row is kept
-        assert len(statements) == 2, statements
-        assert "FROM events" in statements[0]
-        assert "FROM resources" in statements[1] and statements[1].endswith("IN ($1::VARCHAR)")
+        # one statement reads the events with their resources; this replica's own event keeps its
+        # writer's row, the others carry the rows read with them
+        assert len(statements) == 1, statements
+        assert "FROM events LEFT OUTER JOIN resources" in statements[0]
         assert all(e.resource is not None and e.resource.state == "PROVISIONING" for e in caught_up)
         assert [e.resource.id for e in caught_up if e.resource is not None] == [theirs, theirs, mine]
+        assert [isinstance(e.resource, models.Resource) for e in caught_up] == [False, False, True]
     finally:
         await other.close()

@@ -192,10 +192,13 @@ async def test_a_replay_holds_one_page_of_history_at_a_time(store: Store) -> Non
     assert len(expected) >= 8
     events = stream(store, EventFilter(resource_id=rid), 0, page=3)
     with counting(store) as statements:
-        got = [e.sequence async for e in _until(events, expected[-1])]
-    assert got == expected  # everything, in order
+        replayed = [e async for e in _until(events, expected[-1])]
+    assert [e.sequence for e in replayed] == expected  # everything, in order
     pages = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM events" in s]
     assert len(pages) == -(-len(expected) // 3)  # one query per page of three: never the whole history
+    assert len(statements) == len(pages)  # each page reads its events' resources in the same statement
+    assert {(e.resource.id, e.resource.name) for e in replayed if e.resource is not None} == {(rid, "db")}
+    assert all(e.resource is not None for e in replayed)
 
 
 async def _all_sequences(store: Store, rid: str) -> list[int]:

@@ -30,17 +30,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, column, func, select, text
+from sqlalchemy import Boolean, bindparam, column, func, select, text
 
 from innominatus import lifecycle
 from innominatus.db import direct
 from innominatus.db.models import Event, Resource
-from innominatus.events.stream import read_events, resources_of
+from innominatus.events.stream import Rows, read_events
 from innominatus.events.types import EventFilter, StateEvent
 from innominatus.states import ResourceState
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from innominatus.events.hub import EventHub
 
@@ -58,16 +58,17 @@ _NUMBER = text("SELECT (event).*, released FROM innominatus_number_events(:batch
     *_events.c, column("released", Boolean)
 )
 
+_TOP = select(func.max(Event.sequence).label("top"))
+_RESOURCES_BY_ID = select(*Resource.__table__.c).where(Resource.id.in_(bindparam("ids", expanding=True)))
+
 Written = Sequence[tuple[Event, Resource]]  # what a transaction wrote (lifecycle.WROTE_EVENTS)
 
 
 class Sequencer:
-    def __init__(
-        self, engine: AsyncEngine, read_sessions: async_sessionmaker[Any], hub: EventHub, origin: str = ""
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, rows: Rows, hub: EventHub, origin: str = "") -> None:
         self._engine = engine
         self.origin = origin
-        self._read_sessions = read_sessions
+        self._rows_of = rows  # reads (Store.rows)
         self.hub = hub
         self.in_transaction = engine.dialect.name != "postgresql"  # SQLite: writers number their own events
         self._requested = 0  # flush calls so far
@@ -84,8 +85,7 @@ class Sequencer:
     async def high_water(self) -> int:
         """The highest position published in this process (read from the table the first time)."""
         if self.hub.published is None:
-            async with self._read_sessions() as session:
-                top = await session.scalar(select(func.max(Event.sequence)))
+            top = await self._top_position()
             if self.hub.published is None:
                 self.hub.published = int(top or 0)
         return self.hub.published
@@ -184,8 +184,7 @@ class Sequencer:
             foreign = {row.id for row in numbered if row.id not in resources}
             missing = {row.resource_id for row in numbered if row.id in foreign}
             if missing:  # numbered here, written by another process
-                async with self._read_sessions() as session:
-                    found = await resources_of(session, missing)
+                found = {r.id: r for r in await self._rows_of(_RESOURCES_BY_ID, {"ids": list(missing)})}
                 resources.update(
                     {row.id: found[row.resource_id] for row in numbered if row.resource_id in found}
                 )
@@ -236,10 +235,9 @@ class Sequencer:
     async def _catch_up(self, after: int, upto: int) -> None:
         """Publish positions (after, upto] from the table, in pages."""
         while after < upto:
-            async with self._read_sessions() as session:
-                events = await read_events(
-                    session, EventFilter(), after, upto=upto, limit=BATCH, known=self._rows
-                )
+            events = await read_events(
+                self._rows_of, EventFilter(), after, upto=upto, limit=BATCH, known=self._rows
+            )
             if not events:
                 log.error("events %d..%d are numbered but not readable; skipping them", after + 1, upto)
                 self.hub.overflow_all()
@@ -275,6 +273,8 @@ class Sequencer:
     async def resync(self) -> None:
         """After notifications may have been missed (the listening connection was lost): follow the
         table's highest position."""
-        async with self._read_sessions() as session:
-            top = await session.scalar(select(func.max(Event.sequence)))
-        self.announced("", int(top or 0))
+        self.announced("", await self._top_position())
+
+    async def _top_position(self) -> int:
+        """The highest position in the table."""
+        return int((await self._rows_of(_TOP, None))[0].top or 0)
