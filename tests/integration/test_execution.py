@@ -21,6 +21,7 @@ from innominatus.ratelimit import RateLimiter
 from innominatus.states import ResourceState
 from innominatus.store import Store
 from tests.integration.test_events import make_resource, move
+from tests.integration.test_query_counts import counting
 
 NAMES = (
     "subscription($app: String) { resourceStateChanged(application: $app) { sequence resource { name } } }"
@@ -128,6 +129,37 @@ async def test_lists_answer_exactly_as_the_stock_executor_does(store: Store) -> 
     assert by_name["user"]["properties"] == {"db": "${resources.hub.host}", "n": 3}
     assert by_name["user"]["dependsOn"] == [{"name": "hub", "state": "FAILED"}]
     assert by_name["hub"]["requiredBy"] == [{"name": "user"}]
+
+
+PLAIN = "id application name type class state provider errorMessage createdAt updatedAt"
+
+
+async def test_a_list_reads_only_the_columns_it_shows(store: Store) -> None:
+    """Each plain field alone answers what it answers beside a field that reads the whole row; a list of
+    names and states reads neither documents nor times."""
+    await make_resource(store, "cols", "hub")
+    rid = await make_resource(store, "cols-b", "other")
+    await move(store, rid, ResourceState.PROVISIONING)
+    await move(store, rid, ResourceState.FAILED)  # an error message
+    whole = await schema.execute(f"{{ resources {{ {PLAIN} properties }} }}", context_value=_context(store))
+    assert whole.errors is None and whole.data is not None
+    rows = whole.data["resources"]
+    assert len(rows) == 2 and all(row["createdAt"] and row["application"] for row in rows)
+    for field in PLAIN.split():
+        alone = await schema.execute(f"{{ resources {{ {field} }} }}", context_value=_context(store))
+        assert alone.errors is None, (field, alone.errors)
+        assert alone.data == {"resources": [{field: row[field]} for row in rows]}, field
+    pair = await schema.execute("{ resources { updatedAt errorMessage } }", context_value=_context(store))
+    assert pair.data == {"resources": [{k: row[k] for k in ("updatedAt", "errorMessage")} for row in rows]}
+
+    with counting(store) as statements:
+        listed = await schema.execute("{ resources { name state } }", context_value=_context(store))
+    assert listed.data == {"resources": [{"name": r["name"], "state": r["state"]} for r in rows]}
+    [statement] = statements
+    shown = statement.split("FROM", 1)[0]
+    assert "resources.name" in shown and "resources.state" in shown
+    for unread in ("created_at", "updated_at", "error_message", "properties", "outputs"):
+        assert f"resources.{unread}" not in shown, unread
 
 
 async def _application_id(store: Store, name: str) -> str:

@@ -156,16 +156,21 @@ class Execution(StrawberryGraphQLCoreExecutionContext):
         return results
 
 
-def selects_only(info: Any, names: frozenset[str]) -> bool:
-    """Whether the field being resolved selects nothing but plain fields among `names` (no fragments),
-    so its resolver may skip what the others would read."""
+def selected_columns(info: Any, columns: dict[str, str | None]) -> frozenset[str] | None:
+    """The columns the field being resolved reads when it selects nothing but plain fields (`columns`:
+    field name → its column), so its resolver may read only those; None when it selects anything else
+    (a nested field, a fragment), which may read the whole row."""
+    found: set[str] = set()
     for node in info._raw_info.field_nodes:
         if node.selection_set is None:
             continue
         for selection in node.selection_set.selections:
-            if not isinstance(selection, FieldNode) or selection.name.value not in names:
-                return False
-    return True
+            if not isinstance(selection, FieldNode) or selection.name.value not in columns:
+                return None
+            column = columns[selection.name.value]
+            if column is not None:
+                found.add(column)
+    return frozenset(found)
 
 
 def _share(outcome: Any) -> Any:

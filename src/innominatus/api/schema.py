@@ -20,7 +20,7 @@ from strawberry.scalars import JSON
 from innominatus import auth
 from innominatus.api.context import Context
 from innominatus.api.cost import QueryCost
-from innominatus.api.execution import Execution, selects_only
+from innominatus.api.execution import Execution, selected_columns
 from innominatus.api.guard import guard_with, unauthenticated
 from innominatus.api.types import (
     ApiToken,
@@ -102,7 +102,7 @@ class Query:
             application=application,
             state=ResourceStateEnum(state).value if state is not None else None,
             type=type,
-            documents=not selects_only(info, Resource.COLUMN_FIELDS),
+            columns=selected_columns(info, Resource.COLUMNS),
             first=first,
             after=str(after) if after is not None else None,
         )

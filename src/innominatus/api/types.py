@@ -173,11 +173,21 @@ class Resource:
     # The row itself: its JSON columns are decoded only when a query selects them.
     row: strawberry.Private[Any]
 
-    # The fields answered from the row's plain columns: a list selecting only these needs no JSON column.
-    COLUMN_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"__typename", "id", "application", "name", "type", "class", "state", "provider", "errorMessage"}
-        | {"createdAt", "updatedAt"}
-    )
+    # The fields answered from one plain column each, by the column: a list selecting only these reads
+    # only their columns (no JSON document, no time it does not show).
+    COLUMNS: ClassVar[dict[str, str | None]] = {
+        "__typename": None,
+        "id": "id",
+        "application": "application_name",
+        "name": "name",
+        "type": "type",
+        "class": "resource_class",
+        "state": "state",
+        "provider": "provider",
+        "errorMessage": "error_message",
+        "createdAt": "created_at",
+        "updatedAt": "updated_at",
+    }
 
     @classmethod
     def from_row(cls, row: models.Resource) -> Resource:

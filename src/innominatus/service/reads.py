@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, select, tuple_
+from sqlalchemy import JSON, bindparam, null, select, tuple_
 
 from innominatus.auth import Principal
 from innominatus.db import models
@@ -22,6 +22,7 @@ MAX_PAGE = 1000
 
 _RESOURCE_COLUMNS = tuple(models.Resource.__table__.c)
 _RESOURCE_PLAIN_COLUMNS = tuple(c for c in _RESOURCE_COLUMNS if not isinstance(c.type, JSON))
+_ALWAYS = frozenset({"id", "state"})  # what making a Resource of a row reads whatever is selected
 
 
 def page_size(first: int | None) -> int:
@@ -103,15 +104,16 @@ async def resources(
     application: str | None = None,
     state: str | None = None,
     type: str | None = None,
-    documents: bool = True,
+    columns: frozenset[str] | None = None,
     first: int | None = None,
     after: str | None = None,
 ) -> list[models.Resource]:
     """In creation order (then name); `after` is the id of the last resource received.
 
     Plain rows, not ORM objects: lists are read-only, and rows cost a fraction to build. They have the
-    same attribute names, which is all readers use. Without `documents`, the JSON columns are left out
-    (decoding them is most of a list's cost when nobody reads them)."""
+    same attribute names, which is all readers use. `columns`: the only columns the caller reads (None:
+    all); the other plain ones are NULL and the JSON ones left out (decoding documents and times is most
+    of a list's cost when nobody reads them)."""
     limit = page_size(first)
     filters: dict[str, Any] = {
         "team": None if caller.is_admin else caller.team,
@@ -123,7 +125,7 @@ async def resources(
     if after is not None:
         cursor = await _resource_cursor(services, caller, after)
         parameters |= {"after_created_at": cursor[0], "after_name": cursor[1], "after_id": cursor[2]}
-    query = _resource_list(documents, after is not None, *(v is not None for v in filters.values()))
+    query = _resource_list(columns, after is not None, *(v is not None for v in filters.values()))
     return await services.store.rows(query, {**parameters, "limit": limit})
 
 
@@ -136,11 +138,15 @@ async def _resource_cursor(services: Services, caller: Principal, after: str) ->
 
 
 @functools.cache
-def _resource_list(documents: bool, paged: bool, *filtered: bool) -> Any:
+def _resource_list(columns: frozenset[str] | None, paged: bool, *filtered: bool) -> Any:
     # Built once per shape, with bound parameters: building and hashing a statement per request cost
     # more than running it.
     r = models.Resource
-    query = select(*(_RESOURCE_COLUMNS if documents else _RESOURCE_PLAIN_COLUMNS))
+    if columns is None:
+        query = select(*_RESOURCE_COLUMNS)
+    else:
+        wanted = columns | _ALWAYS
+        query = select(*(c if c.key in wanted else null().label(c.key) for c in _RESOURCE_PLAIN_COLUMNS))
     for wanted, column in zip(filtered, (r.team, r.application_name, r.state, r.type), strict=True):
         if wanted:
             query = query.where(column == bindparam(column.key))
