@@ -48,20 +48,19 @@ def _events_query(application: bool, resource: bool, team: bool, upto: bool) -> 
         .outerjoin(_RESOURCES, _RESOURCES.c.id == _EVENTS.c.resource_id)
         .where(_EVENTS.c.sequence > bindparam("after"))
     )
-    for wanted, column in (
-        (upto, None),
-        (application, _EVENTS.c.application_name),
-        (resource, _EVENTS.c.resource_id),
-        (team, _EVENTS.c.team),
+    if upto:
+        query = query.where(_EVENTS.c.sequence <= bindparam("upto"))
+    for wanted, column in zip(
+        (application, resource, team),
+        (_EVENTS.c.application_name, _EVENTS.c.resource_id, _EVENTS.c.team),
+        strict=True,
     ):
         if wanted:
-            query = query.where(
-                _EVENTS.c.sequence <= bindparam("upto") if column is None else column == bindparam(column.key)
-            )
+            query = query.where(column == bindparam(column.key))
     return query.order_by(_EVENTS.c.sequence).limit(bindparam("limit"))
 
 
-def resource_record(row: Any) -> Resource | None:
+def _resource_record(row: Any) -> Resource | None:
     """The resource columns of a joined row as a plain row with the model's attribute names (readers use
     nothing else); None when the event's resource is gone."""
     values = [getattr(row, label) for label in _RESOURCE_LABELS]
@@ -93,7 +92,7 @@ async def read_events(
         parameters["team"] = flt.team
     known = known or {}
     return [
-        StateEvent.from_row(row, known[row.id] if row.id in known else resource_record(row))
+        StateEvent.from_row(row, known[row.id] if row.id in known else _resource_record(row))
         for row in await rows(query, parameters)
     ]
 

@@ -23,7 +23,8 @@ class StateEvent:
     reason: str | None
     at: datetime
     id: int = field(default=0, compare=False, repr=False)  # the row's insert id
-    # The resource row as it was when the event was published (loaded once, shared by every subscriber).
+    # The resource row as it was when the event was published (loaded once, shared by every subscriber):
+    # the writer's model object, or a plain row with the model's attribute names when read from the table.
     resource: Resource | None = field(default=None, compare=False, repr=False)
     # What a surface builds from the event, once for all its subscribers (e.g. the GraphQL object).
     views: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -145,8 +145,8 @@ def _resource_list(columns: frozenset[str] | None, paged: bool, *filtered: bool)
     if columns is None:
         query = select(*_RESOURCE_COLUMNS)
     else:
-        wanted = columns | _ALWAYS
-        query = select(*(c if c.key in wanted else null().label(c.key) for c in _RESOURCE_PLAIN_COLUMNS))
+        shown = columns | _ALWAYS
+        query = select(*(c if c.key in shown else null().label(c.key) for c in _RESOURCE_PLAIN_COLUMNS))
     for wanted, column in zip(filtered, (r.team, r.application_name, r.state, r.type), strict=True):
         if wanted:
             query = query.where(column == bindparam(column.key))
