@@ -45,6 +45,13 @@ ENVIRONMENT: dict[str, tuple[str, Any]] = {
 MAX_WORKERS = 64
 
 
+# Runs at once per replica by default. Runs mostly wait (a step's process, a cluster); the limit bounds a
+# replica's step processes. With 16, a burst of submissions outran the slots, and most new resources waited
+# for claim passes (a transaction each, taking the one or two slots freed meanwhile) instead of starting in
+# their own submission's transaction: figure 2 on PostgreSQL 69-75/s with 16, 86-97/s with 64.
+CONCURRENCY = 64
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -52,11 +59,7 @@ class Settings:
     providers_dir: Path = Path("providers")
     config_file: Path | None = None  # None: ./admin-config.yaml when it exists
     database_url: str = DEFAULT_DATABASE_URL
-    # Runs mostly wait (a step's process, a cluster); the limit bounds a replica's step processes. With
-    # 16, a burst of submissions outran the slots, and most new resources waited for claim passes (a
-    # transaction each, taking the one or two slots freed meanwhile) instead of starting in their own
-    # submission's transaction: figure 2 on PostgreSQL 69-75/s with 16, 86-97/s with 64.
-    concurrency: int = 64
+    concurrency: int = CONCURRENCY
     sweep_interval: float = 30.0
     lease_seconds: float = 15.0
     dev: bool = False

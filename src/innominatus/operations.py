@@ -51,6 +51,8 @@ async def lock_application(session: AsyncSession, name: str) -> Application | No
 # Built once. SQLAlchemy drops FOR UPDATE on SQLite, whose writer holds the whole file's lock anyway.
 _LOCK_APPLICATION = select(Application).where(Application.name == bindparam("p_name")).with_for_update()
 _KNOWN_KEPT = 10_000
+# PostgreSQL: application names seen stored, per database (engine), for `application_to_change`.
+_known: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 async def application_to_change(session: AsyncSession, name: str) -> Application | None:
@@ -75,9 +77,6 @@ def remember_application(bind: Engine, name: str) -> None:
         if len(known) >= _KNOWN_KEPT:
             known.clear()  # a backstop: a name forgotten costs one failed insert, nothing else
         known.add(name)
-
-
-_known: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _known_names(bind: Engine | Connection) -> set[str] | None:

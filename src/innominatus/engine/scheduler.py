@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from innominatus import logs
+from innominatus.config import CONCURRENCY
 from innominatus.db import clock
 from innominatus.db.models import Resource, WorkflowExecution, utcnow
 from innominatus.engine.claims import ANY_CLAIMABLE, Claim, Claimer
@@ -48,7 +49,7 @@ class Engine:
         store: Store,
         catalog: Catalog,
         *,
-        concurrency: int = 64,
+        concurrency: int = CONCURRENCY,
         sweep_interval: float = 30.0,
         lease_seconds: float = 15.0,
         metrics: Metrics | None = None,
