@@ -14,6 +14,7 @@ from gql import GraphQLRequest, gql
 from tests.conftest import ProviderFactory, workflow_yaml
 from tests.e2e.conftest import http_client
 from tests.e2e.server import Server, run_server
+from tests.processes import alive
 
 SPEC = (
     "apiVersion: score.dev/v1b1\nmetadata:\n  name: stray-app\ncontainers:\n  main:\n    image: a\n"
@@ -36,14 +37,6 @@ def step_host_of(server_pid: int) -> int:
         if parent == server_pid and b"innominatus.workflows.host" in command:
             return int(entry.name)
     raise AssertionError(f"server {server_pid} has no step host")
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def poll(server: Server, until: object, timeout: float = 20) -> dict:

@@ -28,6 +28,7 @@ from gql.transport.exceptions import TransportQueryError
 from tests.conftest import create_pg_database, fresh_pg_database, workflow_yaml, write_provider
 from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, start_server, stop_server, wait_ready
+from tests.processes import alive
 
 pytestmark = pytest.mark.postgres
 
@@ -197,18 +198,6 @@ async def _until(condition: Any, timeout: float, what: str) -> float:
             pytest.fail(f"{what}: not within {timeout}s")
         await asyncio.sleep(0.02)
     return time.monotonic() - start
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:  # reaped between the two looks
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def _subscriptions(server: Server) -> int:
@@ -430,7 +419,7 @@ async def test_a_killed_replicas_run_is_resumed_after_its_lease(cluster: Cluster
     else:
         assert transitions == [(None, "REQUESTED"), ("REQUESTED", "PROVISIONING"), ("PROVISIONING", "FAILED")]
         assert "interrupted, not safe to re-run" in final["errorMessage"]
-    assert not _alive(int(pid_file.read_text()))  # the dead replica's step went with the takeover
+    assert not alive(int(pid_file.read_text()))  # the dead replica's step went with the takeover
 
 
 # ------------------------------------------------------------------------------------------ promise 6
@@ -449,7 +438,7 @@ async def test_a_paused_replica_is_fenced_out_and_keeps_serving(cluster: Cluster
         [before] = (await _execute(cluster.a, WORKFLOWS, app=app))["workflows"]
         c.process.send_signal(signal.SIGCONT)
         # C learns it lost the lease and kills its step at once: the held process goes.
-        await _until(lambda: not _alive(held), 5, "C kills the step it no longer owns")
+        await _until(lambda: not alive(held), 5, "C kills the step it no longer owns")
         [after] = (await _execute(cluster.a, WORKFLOWS, app=app))["workflows"]
         assert after == before  # nothing C did late was accepted
         assert after["status"] == "SUCCEEDED" and after["steps"][0]["attempts"] == 2
@@ -469,7 +458,7 @@ async def test_delete_on_b_stops_a_run_on_a_at_once(cluster: Cluster) -> None:
     await _until(pid_file.exists, 10, "the step holds on A")
     held = int(pid_file.read_text())
     await _execute(cluster.b, DELETE_APP, name=app)
-    took = await _until(lambda: not _alive(held), 2, "A kills the step's process group")
+    took = await _until(lambda: not alive(held), 2, "A kills the step's process group")
     assert took < 2
     deletes = cluster.root / "deletes"
     await _until(lambda: deletes.exists() and app in deletes.read_text().split(), 10, "the delete workflow")
@@ -604,7 +593,7 @@ async def test_a_replica_cut_off_from_the_database_stops_its_runs(cluster: Clust
         held = int(pid_file.read_text())
         partition.flowing.clear()
         # C cannot renew: within a lease (and one renewal period) it stops the run and kills the step.
-        took = await _until(lambda: not _alive(held), LEASE * 2 + 3, "C stops the run it cannot renew")
+        took = await _until(lambda: not alive(held), LEASE * 2 + 3, "C stops the run it cannot renew")
         assert took <= LEASE  # before its lease could run out: nobody else resumes a run it still runs
         final = await _resource(cluster.a, app, {"ACTIVE"}, timeout=LEASE + 10)  # taken over
         [workflow] = (await _execute(cluster.a, WORKFLOWS, app=app))["workflows"]

@@ -20,6 +20,7 @@ from gql import gql
 from tests.conftest import fresh_pg_database, workflow_yaml, write_provider
 from tests.e2e.conftest import http_client, ws_client
 from tests.e2e.server import Server, run_server
+from tests.processes import alive
 
 SUBMIT = "mutation($spec: String!) { submitSpec(spec: $spec) { resources { id } } }"
 WORKFLOWS = gql("query { workflows { runner status } }")
@@ -58,14 +59,6 @@ def workers_of(server: Server) -> list[int]:
         if b"spawn_main" in command and alive(int(child)):
             found.append(int(child))
     return sorted(found)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
 
 
 def wait_until(check: object, timeout: float, what: str) -> None:

@@ -16,18 +16,10 @@ from innominatus.score import SpecError
 from innominatus.store import Store
 from tests.conftest import FIXTURES, ProviderFactory, workflow_yaml
 from tests.integration.helpers import execution, executions_of, resources, running_engine, steps_of
+from tests.processes import alive
 
 MOCK = (FIXTURES / "postgres-mock-app.yaml").read_text()
 APP = "demo-app-mock"
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie (nothing reaps orphans in some containers, and a zombie runs nothing)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 async def wait_states(

@@ -21,7 +21,8 @@ from innominatus.workflows.host import StepHost
 from innominatus.workflows.policy import StepResult, run_policy
 from tests.conftest import ProviderFactory, workflow_yaml
 from tests.integration.helpers import resources, running_engine, settle
-from tests.unit.test_policy import _WHERE, _dirs, child_pid, process_gone
+from tests.processes import alive, process_gone
+from tests.unit.test_policy import _WHERE, _dirs, child_pid
 
 SCRIPTS = {
     "json outputs": 'echo starting\necho \'{"host": "db", "port": 5432}\'\necho >&2 "a warning"',
@@ -42,10 +43,6 @@ async def host() -> AsyncIterator[StepHost]:
         yield step_host
     finally:
         await step_host.close()
-
-
-def alive(pid: int) -> bool:
-    return not process_gone(pid)
 
 
 async def holding_step(host: StepHost) -> tuple[asyncio.Task[StepResult], int]:

@@ -15,15 +15,7 @@ import pytest
 
 from innominatus.workflows import policy
 from innominatus.workflows.policy import LOG_LIMIT, StepResult, pidfd_child_watcher, run_policy
-
-
-def process_gone(pid: int) -> bool:
-    """Dead or a zombie waiting for its reaper (which no longer runs anything)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2] in "ZX"
+from tests.processes import process_gone
 
 
 def child_pid(logs: str) -> int:
